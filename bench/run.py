@@ -1,0 +1,160 @@
+"""Benchmark reprieve against restic and borg on one generated dataset.
+
+    python bench/run.py [--size 2G] [--seed 1] [--tools reprieve,restic,borg]
+                        [--workdir DIR] [--keep] [--results bench/results]
+
+Every tool sees identical data at every step: the dataset is generated once, all tools
+make their first and unchanged backups of it, the dataset is changed once (about 2% of
+its bytes), and then all tools back up the changed tree and restore it. Each restore is
+compared file by file with the source. The report goes to stdout and, as Markdown and
+JSON, to the results folder; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a script: make the checkout's root importable so ``bench.*`` resolves.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.dataset import FULL_SCALE, generate, mutate, parse_size
+from bench.measure import BenchError, tree_bytes
+from bench.peers import RUNNERS, Runner, Step, StepResult, backup, init, restore
+from bench.report import DatasetSummary, Report, machine_info, render_markdown, write
+
+CHANGE_FRACTION = 0.02
+
+
+def _tools(text: str) -> list[str]:
+    tools = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in tools if t not in RUNNERS]
+    if unknown or not tools:
+        raise argparse.ArgumentTypeError(
+            f"unknown tools {unknown}; choose from {', '.join(RUNNERS)}"
+        )
+    return list(dict.fromkeys(tools))
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--size", type=_size, default=FULL_SCALE, help="dataset size (2G)")
+    parser.add_argument("--seed", type=int, default=1, help="dataset seed (1)")
+    parser.add_argument("--tools", type=_tools, default=list(RUNNERS), help="comma-separated (all)")
+    parser.add_argument(
+        "--workdir", type=Path, help="empty or new folder for data and repositories (temp)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work folder afterwards")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results",
+        help="folder for the .md and .json reports (bench/results)",
+    )
+    return parser.parse_args(argv)
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _done(result: StepResult) -> StepResult:
+    _progress(
+        f"{result.tool}: {result.step.value} in {result.seconds:.2f} s, "
+        f"peak {result.peak_rss_kib / 1024:.0f} MiB"
+    )
+    return result
+
+
+def run_all(args: argparse.Namespace, workdir: Path, started: str) -> Report:
+    data = workdir / "data"
+    _progress(f"generating {args.size / 2**20:,.0f} MiB dataset (seed {args.seed}) in {data}")
+    info = generate(data, args.size, args.seed)
+    _progress(f"dataset ready: {info.total_bytes / 2**20:,.0f} MiB in {info.files:,} files")
+    runners: list[Runner] = [RUNNERS[name](data, workdir) for name in args.tools]
+    versions = {r.name: r.version() for r in runners}
+    results: list[StepResult] = []
+
+    results += [_done(init(r)) for r in runners]
+    for step in (Step.FIRST, Step.UNCHANGED):
+        results += [_done(backup(r, step)) for r in runners]
+
+    mutated = mutate(data, CHANGE_FRACTION, args.seed)
+    changed_total = tree_bytes(data)
+    _progress(f"changed {mutated / 2**20:,.1f} MiB of the dataset")
+    results += [_done(backup(r, Step.CHANGED)) for r in runners]
+    results += [_done(restore(r, workdir / "restore" / r.name)) for r in runners]
+
+    dataset = DatasetSummary(
+        seed=args.seed,
+        requested_bytes=args.size,
+        base_bytes=info.total_bytes,
+        base_files=info.files,
+        bytes_by_part=info.bytes_by_part,
+        mutated_bytes=mutated,
+        changed_total_bytes=changed_total,
+    )
+    return Report(started, machine_info(), versions, dataset, results)
+
+
+def _prepare_workdir(requested: Path | None) -> tuple[Path, bool]:
+    """The work folder and whether it is ours to delete entirely."""
+    if requested is None:
+        return Path(tempfile.mkdtemp(prefix="reprieve-bench-")), True
+    created = not requested.exists()
+    requested.mkdir(parents=True, exist_ok=True)
+    if any(requested.iterdir()):
+        raise BenchError(f"work folder is not empty: {requested}")
+    return requested.resolve(), created
+
+
+def _cleanup(workdir: Path, owned: bool) -> None:
+    if owned:
+        shutil.rmtree(workdir, ignore_errors=True)
+        return
+    for name in ("data", "repos", "restore", "home", "logs"):
+        shutil.rmtree(workdir / name, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    now = datetime.now(UTC)
+    started, stamp = now.isoformat(timespec="seconds"), now.strftime("%Y%m%dT%H%M%SZ")
+    try:
+        workdir, owned = _prepare_workdir(args.workdir)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    try:
+        report = run_all(args, workdir, started)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        if not args.keep:
+            print("bench: rerun with --keep to inspect the work folder", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            _progress(f"kept the work folder {workdir}")
+        else:
+            _cleanup(workdir, owned)
+    print(render_markdown(report))
+    markdown, data = write(report, args.results, stamp)
+    _progress(f"wrote {markdown} and {data}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""reprieve: disaster recovery with encrypted, deduplicated, verified recovery points."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,81 @@
+"""`reprieve backup`: take a recovery point of a resource."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from reprieve.cli.common import (
+    emit,
+    force_unlock_option,
+    human_bytes,
+    json_option,
+    open_vault,
+    progress_for,
+    secret_options,
+    vault_option,
+)
+from reprieve.engine.backup import backup_files
+from reprieve.errors import ReprieveError, UsageError
+
+
+def parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
+    parsed = {}
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if not sep or not key:
+            raise UsageError(f"tag {tag!r} is not KEY=VALUE")
+        parsed[key] = value
+    return parsed
+
+
+@click.group()
+def backup() -> None:
+    """Take recovery points."""
+
+
+@backup.command()
+@click.argument("paths", nargs=-1, required=True)
+@vault_option
+@secret_options
+@json_option
+@force_unlock_option
+@click.option("--resource", required=True, help="Name of the protected resource.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag the point.")
+@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN", help="Skip matches.")
+def files(
+    paths: tuple[str, ...],
+    vault_location: str,
+    password_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+    force_unlock: bool,
+    resource: str,
+    tags: tuple[str, ...],
+    excludes: tuple[str, ...],
+) -> None:
+    """Back up files and folders; unchanged files are not read again."""
+    tag_map = parse_tags(tags)
+    vault = open_vault(vault_location, password_file, key_file)
+    progress = progress_for(as_json, f"backup {resource}")
+    progress.start(f"backup {resource}")
+    try:
+        result = backup_files(vault, paths, resource, tag_map, excludes, progress, force_unlock)
+    finally:
+        progress.finish()
+    doc = result.summary()
+
+    def human() -> None:
+        click.echo(
+            f"point {result.point.short_id} of {resource}: {result.stats.files} files, "
+            f"{human_bytes(result.stats.bytes)} ({human_bytes(result.stats.bytes_read)} read, "
+            f"{human_bytes(int(doc['bytes_added']))} added) in {result.duration_s:.1f}s"  # type: ignore[call-overload]
+        )
+
+    emit(as_json, doc, human)
+    if result.stats.errors:
+        raise ReprieveError(
+            f"point {result.point.short_id} saved, but {len(result.stats.errors)} item(s) "
+            f"could not be read (first: {result.stats.errors[0]})"
+        )

@@ -1,0 +1,53 @@
+"""`reprieve check`: verify a vault, optionally reading every byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from reprieve.cli.common import (
+    emit,
+    json_option,
+    open_vault,
+    progress_for,
+    secret_options,
+    vault_option,
+)
+from reprieve.errors import DamageFound
+from reprieve.vault.check import check_vault
+
+
+@click.command()
+@vault_option
+@secret_options
+@json_option
+@click.option("--read-data", is_flag=True, help="Decrypt and re-hash every blob.")
+def check(
+    vault_location: str,
+    password_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+    read_data: bool,
+) -> None:
+    """Verify structure, index and trees; exit 3 when damage is found."""
+    vault = open_vault(vault_location, password_file, key_file)
+    report = check_vault(vault, read_data, progress_for(as_json, "check"))
+
+    def human() -> None:
+        for line in report.warnings:
+            click.echo(f"warning: {line}", err=True)
+        for line in report.errors:
+            click.echo(f"damage: {line}")
+        for point, paths in sorted(report.damaged.items()):
+            for path in paths:
+                click.echo(f"  point {point[:12]}: {path}")
+        state = "no damage found" if report.ok else f"{len(report.errors)} problem(s) found"
+        click.echo(
+            f"checked {report.points} points, {report.packs} packs"
+            f"{f', {report.blobs_read} blobs read' if read_data else ''}: {state}"
+        )
+
+    emit(as_json, report.to_json(), human)
+    if not report.ok:
+        raise DamageFound(f"check found {len(report.errors)} problem(s), first: {report.errors[0]}")

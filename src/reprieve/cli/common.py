@@ -1,0 +1,112 @@
+"""What every command shares: the vault and secret options, output, progress."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from reprieve.errors import UsageError
+from reprieve.vault.keys import Secret
+from reprieve.vault.repository import Vault, backend_for
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def vault_option(func: F) -> F:
+    return click.option(
+        "--vault",
+        "vault_location",
+        envvar="REPRIEVE_VAULT",
+        required=True,
+        metavar="LOCATION",
+        help="Vault folder (or REPRIEVE_VAULT).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON document and nothing else."
+    )(func)
+
+
+def secret_options(func: F) -> F:
+    func = click.option(
+        "--password-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Read the password from this file (default: REPRIEVE_PASSWORD).",
+    )(func)
+    return click.option(
+        "--key-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="REPRIEVE_KEY_FILE",
+        help="Unlock with a key file instead of a password.",
+    )(func)
+
+
+def force_unlock_option(func: F) -> F:
+    return click.option(
+        "--force-unlock",
+        is_flag=True,
+        help="Remove every lock first (only when the process holding it is gone).",
+    )(func)
+
+
+def read_secret(
+    password_file: Path | None,
+    key_file: Path | None,
+    env: str = "REPRIEVE_PASSWORD",
+    what: str = "password",
+) -> Secret:
+    if key_file is not None:
+        try:
+            return Secret.keyfile(key_file.read_bytes())
+        except OSError as exc:
+            raise UsageError(f"cannot read key file {key_file}: {exc.strerror}") from exc
+    if password_file is not None:
+        try:
+            text = password_file.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read {what} file {password_file}: {exc.strerror}") from exc
+        return Secret.passphrase(text)
+    from_env = os.environ.get(env)
+    if from_env is None:
+        raise UsageError(f"no {what} given; set {env} or pass --{what.replace(' ', '-')}-file")
+    return Secret.passphrase(from_env)
+
+
+def open_vault(location: str, password_file: Path | None, key_file: Path | None) -> Vault:
+    backend = backend_for(location)
+    return Vault.open(backend, read_secret(password_file, key_file))
+
+
+def emit(as_json: bool, document: Any, human: Callable[[], None]) -> None:
+    """Print ``document`` as JSON, or call ``human`` to print for a person."""
+    if as_json:
+        click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+    else:
+        human()
+
+
+def progress_for(as_json: bool, label: str) -> Any:
+    """A rich progress bar on a terminal; a silent counter otherwise."""
+    from reprieve.engine.progress import NullProgress
+
+    if as_json or not sys.stderr.isatty():
+        return NullProgress()
+    from reprieve.cli.progress import RichProgress
+
+    return RichProgress(label)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

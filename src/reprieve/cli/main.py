@@ -1,0 +1,68 @@
+"""The `reprieve` command: one group, one module per command group.
+
+Errors are raised, never printed deep inside: this module's :func:`main` is
+the single place that turns them into one line on stderr and an exit code
+(see reprieve.errors). ``--debug`` (or REPRIEVE_DEBUG=1) shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from reprieve import __version__
+from reprieve.cli import backup, check, forget, points, restore, vault
+from reprieve.errors import ReprieveError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="reprieve")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """reprieve: encrypted, deduplicated, verified recovery points."""
+
+
+cli.add_command(vault.vault)
+cli.add_command(backup.backup)
+cli.add_command(points.points)
+cli.add_command(restore.restore)
+cli.add_command(check.check)
+cli.add_command(forget.forget)
+cli.add_command(forget.prune)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"reprieve: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("REPRIEVE_DEBUG") == "1"
+    # --debug is accepted anywhere on the line, not only before the command.
+    args = [a for a in args if a != "--debug"]
+    try:
+        code = cli.main(args=args, prog_name="reprieve", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as exc:
+        if debug:
+            raise
+        _fail(exc.format_message(), 2)
+    except ReprieveError as exc:
+        if debug:
+            raise
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; the vault is consistent, rerun to finish", 130)
+    except MemoryError:
+        _fail("out of memory", 1)
+    except Exception as exc:
+        if debug:
+            raise
+        _fail(f"internal error: {exc!r}; rerun with --debug and report it", 1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,98 @@
+"""`reprieve points`: list and inspect recovery points."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from reprieve.cli.common import (
+    emit,
+    human_bytes,
+    json_option,
+    open_vault,
+    secret_options,
+    vault_option,
+)
+from reprieve.vault.repository import Vault
+from reprieve.vault.tree import NodeType
+
+
+@click.group()
+def points() -> None:
+    """List and inspect recovery points."""
+
+
+@points.command("list")
+@vault_option
+@secret_options
+@json_option
+@click.option("--resource", help="Only points of this resource.")
+def list_points(
+    vault_location: str,
+    password_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+    resource: str | None,
+) -> None:
+    """List points, oldest first."""
+    vault = open_vault(vault_location, password_file, key_file)
+    found = vault.points(resource)
+    rows = [p.summary() for p in found]
+
+    def human() -> None:
+        table = Table("id", "resource", "kind", "time (UTC)", "tags", "size")
+        for r in rows:
+            tags = ",".join(f"{k}={v}" for k, v in sorted(r["tags"].items()))
+            table.add_row(
+                r["id"][:12], r["resource"], r["kind"], r["time"], tags, human_bytes(r["bytes"])
+            )
+        Console().print(table)
+
+    emit(as_json, rows, human)
+
+
+def walk_entries(vault: Vault, tree: bytes, prefix: str = "") -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for node in vault.read_tree(tree):
+        path = os.path.join(prefix, os.fsdecode(node.name)) if prefix else os.fsdecode(node.name)
+        out.append({"path": path, "type": str(node.type), "size": node.size, "mode": node.mode})
+        if node.type is NodeType.DIR and node.subtree is not None:
+            out += walk_entries(vault, node.subtree, path)
+    return out
+
+
+@points.command("show")
+@click.argument("point_id", metavar="POINT")
+@vault_option
+@secret_options
+@json_option
+@click.option("--files", "with_files", is_flag=True, help="Also list every path in the point.")
+def show(
+    point_id: str,
+    vault_location: str,
+    password_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+    with_files: bool,
+) -> None:
+    """Show one point's manifest (and, with --files, its contents)."""
+    vault = open_vault(vault_location, password_file, key_file)
+    point = vault.find_point(point_id)
+    doc: dict[str, Any] = {**point.summary(), "parent": point.parent, "stats": point.stats}
+    if with_files:
+        doc["files"] = walk_entries(vault, point.tree)
+
+    def human() -> None:
+        for key in ("id", "resource", "kind", "time", "host", "paths", "tags", "parent"):
+            click.echo(f"{key:9} {doc[key]}")
+        for key, value in sorted(point.stats.items()):
+            click.echo(f"{key:9} {value}")
+        for entry in doc.get("files", []):
+            click.echo(f"  {entry['type']:7} {entry['size']:>12} {entry['path']}")
+
+    emit(as_json, doc, human)

@@ -1,0 +1,64 @@
+"""`reprieve restore`: bring a recovery point back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from reprieve.cli.common import (
+    emit,
+    human_bytes,
+    json_option,
+    open_vault,
+    progress_for,
+    secret_options,
+    vault_option,
+)
+from reprieve.engine.backup import restore_files
+
+
+@click.command()
+@click.argument("point_id", metavar="POINT")
+@vault_option
+@secret_options
+@json_option
+@click.option(
+    "--target",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to restore into (must be empty unless --overwrite).",
+)
+@click.option("--include", "includes", multiple=True, metavar="PATH", help="Only this subtree.")
+@click.option("--overwrite", is_flag=True, help="Replace what is already in the target.")
+def restore(
+    point_id: str,
+    vault_location: str,
+    password_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+    target: Path,
+    includes: tuple[str, ...],
+    overwrite: bool,
+) -> None:
+    """Restore a point into a folder, with content and metadata."""
+    vault = open_vault(vault_location, password_file, key_file)
+    point = vault.find_point(point_id)
+    stats = restore_files(
+        vault, point, target, includes, overwrite, progress_for(as_json, "restore")
+    )
+    doc = {
+        "point": point.id,
+        "target": str(target.absolute()),
+        "files": stats.files,
+        "dirs": stats.dirs,
+        "bytes": stats.bytes,
+    }
+    emit(
+        as_json,
+        doc,
+        lambda: click.echo(
+            f"restored {stats.files} files ({human_bytes(stats.bytes)}) of point "
+            f"{point.short_id} into {target}"
+        ),
+    )

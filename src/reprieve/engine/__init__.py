@@ -1,0 +1,1 @@
+"""Job runners: backup, restore, and the work around them."""

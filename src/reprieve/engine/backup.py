@@ -1,0 +1,116 @@
+"""Backup and restore jobs for the files source.
+
+A backup job takes the vault's shared lock, finds the resource's newest
+point as the parent (so unchanged files are not read), streams the paths
+through the blob writer, writes the index, and saves the point last.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from reprieve.engine.progress import Progress
+from reprieve.errors import UsageError
+from reprieve.sources.files import BackupStats, backup_paths
+from reprieve.sources.files_restore import Restorer, RestoreStats
+from reprieve.vault.locks import LockKind, VaultLock
+from reprieve.vault.points import Point
+from reprieve.vault.repository import Vault
+from reprieve.vault.writer import BlobWriter, WriteStats
+
+
+@dataclass
+class BackupResult:
+    point: Point
+    stats: BackupStats
+    written: WriteStats
+    duration_s: float
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "point": self.point.id,
+            "resource": self.point.resource,
+            "time": self.point.summary()["time"],
+            "files": self.stats.files,
+            "dirs": self.stats.dirs,
+            "bytes": self.stats.bytes,
+            "files_read": self.stats.files_read,
+            "files_unchanged": self.stats.files_unchanged,
+            "bytes_read": self.stats.bytes_read,
+            "bytes_added": self.point.stats["bytes_added"],
+            "blobs_added": self.written.blobs_new,
+            "errors": self.stats.errors,
+            "duration_s": round(self.duration_s, 3),
+            "parent": self.point.parent,
+        }
+
+
+def check_resource_name(resource: str) -> None:
+    if not resource or "/" in resource or resource.startswith("."):
+        raise UsageError(f"invalid resource name {resource!r}; use letters, digits, - and _")
+
+
+def backup_files(
+    vault: Vault,
+    paths: Sequence[str],
+    resource: str,
+    tags: dict[str, str],
+    excludes: Sequence[str] = (),
+    progress: Progress | None = None,
+    force_unlock: bool = False,
+) -> BackupResult:
+    check_resource_name(resource)
+    started = time.monotonic()
+    now = datetime.now(UTC)
+    with VaultLock(vault.backend, LockKind.SHARED, "backup", force_unlock):
+        previous = [p for p in vault.points(resource) if p.kind == "files"]
+        parent = previous[-1] if previous else None
+        with BlobWriter(vault) as writer:
+            tree, stats = backup_paths(
+                vault, writer, paths, parent.tree if parent else None, excludes, progress
+            )
+            writer.flush()
+        point = Point(
+            resource=resource,
+            kind="files",
+            time=now,
+            tree=tree,
+            tags=tags,
+            paths=[os.path.abspath(p) for p in paths],
+            host=socket.gethostname(),
+            parent=parent.id if parent else None,
+            stats={
+                "files": stats.files,
+                "dirs": stats.dirs,
+                "bytes": stats.bytes,
+                "bytes_read": stats.bytes_read,
+                "bytes_added": writer.stats.bytes_stored,
+                "errors": len(stats.errors),
+            },
+        )
+        vault.save_point(point)
+    return BackupResult(point, stats, writer.stats, time.monotonic() - started)
+
+
+def restore_files(
+    vault: Vault,
+    point: Point,
+    target: Path,
+    includes: Sequence[str] = (),
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> RestoreStats:
+    if point.kind != "files":
+        raise UsageError(f"point {point.short_id} is a {point.kind} point, not files")
+    if progress is not None:
+        progress.start("restore", int(point.stats.get("bytes", 0)))
+    stats = Restorer(vault, target, includes, overwrite, progress).run(point.tree)
+    if progress is not None:
+        progress.finish()
+    return stats

@@ -1,0 +1,1 @@
+"""Retention policy: which recovery points to keep."""

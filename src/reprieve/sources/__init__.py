@@ -1,0 +1,1 @@
+"""Sources: one module per resource kind, behind one interface."""

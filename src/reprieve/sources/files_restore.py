@@ -1,0 +1,210 @@
+"""Restore a files point into a folder, with content and metadata.
+
+Folders are created first; file contents are written by a small pool (each
+blob is authenticated and re-hashed on the way); hard links, then folder
+metadata (deepest first, so writing children does not disturb a parent's
+times) come last. A file whose blobs are damaged is not left behind
+half-written: it is removed and named in the error, and the restore of the
+other files goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reprieve.engine.progress import NullProgress, Progress
+from reprieve.errors import DamageError, StorageError, UsageError
+from reprieve.vault.repository import Vault
+from reprieve.vault.tree import Node, NodeType
+
+
+@dataclass
+class RestoreStats:
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0
+    damaged: list[str] = field(default_factory=list)
+
+
+def _included(rel: bytes, includes: Sequence[bytes]) -> bool:
+    if not includes:
+        return True
+    return any(
+        rel == inc or rel.startswith(inc + b"/") or inc.startswith(rel + b"/") for inc in includes
+    )
+
+
+def _apply_meta(path: bytes, node: Node) -> None:
+    follow = node.type is not NodeType.SYMLINK
+    with contextlib.suppress(PermissionError):  # not root: the restoring user owns them
+        os.chown(path, node.uid, node.gid, follow_symlinks=follow)
+    if follow:
+        os.chmod(path, node.mode)
+    os.utime(path, ns=(node.atime_ns, node.mtime_ns), follow_symlinks=follow)
+
+
+class Restorer:
+    def __init__(
+        self,
+        vault: Vault,
+        target: Path,
+        includes: Sequence[str] = (),
+        overwrite: bool = False,
+        progress: Progress | None = None,
+        workers: int = 4,
+    ) -> None:
+        self.vault = vault
+        self.target = os.fsencode(target.absolute())
+        self.includes = [os.fsencode(i.strip("/")) for i in includes]
+        self.overwrite = overwrite
+        self.progress: Progress = progress or NullProgress()
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="restore")
+        self.stats = RestoreStats()
+        self._writes: list[tuple[bytes, Future[None]]] = []
+        self._dirs: list[tuple[bytes, Node]] = []
+        self._links: list[tuple[bytes, Node]] = []
+        self._matched = False
+        self._lock = threading.Lock()
+        self._link_sources: dict[bytes, bytes] = {}
+        self.root_tree = b""
+
+    def run(self, root_tree: bytes) -> RestoreStats:
+        if os.path.isdir(self.target) and os.listdir(self.target) and not self.overwrite:
+            raise UsageError(
+                f"restore target {os.fsdecode(self.target)} is not empty; "
+                "choose an empty folder or pass --overwrite"
+            )
+        try:
+            os.makedirs(self.target, exist_ok=True)
+            self.root_tree = root_tree
+            self._restore_tree(root_tree, b"")
+            for path, fut in self._writes:
+                self._collect(path, fut)
+            for path, node in self._links:
+                self._link(path, node)
+            for path, node in reversed(self._dirs):
+                _apply_meta(path, node)
+        except OSError as exc:
+            raise StorageError(f"restoring into {os.fsdecode(self.target)}: {exc}") from exc
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.includes and not self._matched:
+            raise UsageError("no path in the point matches --include; see `reprieve points show`")
+        if self.stats.damaged:
+            first = self.stats.damaged[0]
+            raise DamageError(
+                f"{len(self.stats.damaged)} file(s) could not be restored intact (first: {first})"
+            )
+        return self.stats
+
+    def _collect(self, path: bytes, fut: Future[None]) -> None:
+        exc = fut.exception()
+        if exc is None:
+            return
+        if isinstance(exc, DamageError):
+            rel = os.path.relpath(path, self.target)
+            self.stats.damaged.append(os.fsdecode(rel))
+            if os.path.lexists(path):
+                os.unlink(path)
+            return
+        raise exc
+
+    def _prepare(self, path: bytes) -> None:
+        """Clear whatever is in the way of a new entry (only under --overwrite)."""
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+
+    def _restore_tree(self, tree_id: bytes, rel: bytes) -> None:
+        for node in self.vault.read_tree(tree_id):
+            child_rel = os.path.join(rel, node.name) if rel else node.name
+            if not _included(child_rel, self.includes):
+                continue
+            if any(child_rel == i or child_rel.startswith(i + b"/") for i in self.includes):
+                self._matched = True
+            path = os.path.join(self.target, child_rel)
+            self._restore_node(path, child_rel, node)
+
+    def _restore_node(self, path: bytes, rel: bytes, node: Node) -> None:
+        if node.type is NodeType.DIR:
+            if not os.path.isdir(path) or os.path.islink(path):
+                self._prepare(path)
+                os.mkdir(path, 0o700)
+            self.stats.dirs += 1
+            self._dirs.append((path, node))
+            if node.subtree is not None:
+                self._restore_tree(node.subtree, rel)
+            return
+        self._prepare(path)
+        if node.type is NodeType.FILE:
+            self.stats.files += 1
+            if node.hardlink is not None:
+                self._links.append((path, node))
+                return
+            self._writes.append((path, self.pool.submit(self._write_file, path, node)))
+            return
+        if node.type is NodeType.SYMLINK:
+            os.symlink(node.target or b"", path)
+        elif node.type is NodeType.FIFO:
+            os.mkfifo(path, node.mode)
+        else:
+            kind = stat.S_IFCHR if node.type is NodeType.CHARDEV else stat.S_IFBLK
+            os.mknod(path, node.mode | kind, node.rdev)
+        _apply_meta(path, node)
+
+    def _write_file(self, path: bytes, node: Node) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            offset = 0
+            for blob_id in node.content:
+                data = self.vault.read_blob(blob_id)
+                if node.sparse and data.count(0) == len(data):
+                    offset += len(data)  # leave a hole, as the original had
+                    continue
+                view = memoryview(data)
+                while view:
+                    written = os.pwrite(fd, view, offset)
+                    view = view[written:]
+                    offset += written
+                self.progress.advance(len(data))
+            os.ftruncate(fd, node.size)
+        finally:
+            os.close(fd)
+        _apply_meta(path, node)
+        self.progress.advance(files=1)
+        with self._lock:
+            self.stats.bytes += node.size
+
+    def _find(self, rel: bytes) -> Node | None:
+        tree: bytes | None = self.root_tree
+        node = None
+        for part in rel.split(b"/"):
+            if tree is None:
+                return None
+            node = next((n for n in self.vault.read_tree(tree) if n.name == part), None)
+            if node is None:
+                return None
+            tree = node.subtree
+        return node
+
+    def _link(self, path: bytes, node: Node) -> None:
+        assert node.hardlink is not None
+        source = self._link_sources.get(node.hardlink, os.path.join(self.target, node.hardlink))
+        if os.path.lexists(source):
+            os.link(source, path)
+            return
+        # The first link lies outside --include: restore its content here once.
+        first = self._find(node.hardlink)
+        if first is None or first.type is not NodeType.FILE:
+            raise DamageError(f"hard link {os.fsdecode(path)} points at a missing file")
+        self._write_file(path, first)
+        self._link_sources[node.hardlink] = path

@@ -1,0 +1,1 @@
+"""The vault: storage format, keys, packs, index, trees, points, locks, check, prune."""

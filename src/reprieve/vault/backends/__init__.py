@@ -1,0 +1,1 @@
+"""Storage backends: immutable named objects on a local folder or S3."""

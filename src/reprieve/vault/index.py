@@ -1,0 +1,91 @@
+"""The index: where every blob lives.
+
+Each ``index/<name>`` object (name = BLAKE3 of the file) is an envelope
+(associated data ``b"index"``) around zstd-compressed msgpack::
+
+    {"v": 1, "packs": [[pack name (32 raw bytes),
+                        [[blob id, type, flags, offset, length, raw length], …]], …]}
+
+Index files are written after the packs they describe and before any point
+that needs them. Several files may list the same blob (after an interrupted
+prune, for instance); any listed location is valid because packs are
+immutable. The in-memory :class:`Index` is the union of all files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+import msgpack
+import zstandard
+
+from reprieve.errors import DamageError
+from reprieve.vault.crypto import Cipher, content_name
+from reprieve.vault.packs import BlobEntry
+
+INDEX_AAD = b"index"
+
+
+class Location(NamedTuple):
+    pack: str
+    type: int
+    flags: int
+    offset: int
+    length: int
+    raw_length: int
+
+
+class Index:
+    def __init__(self) -> None:
+        self._blobs: dict[bytes, Location] = {}
+        self.files: set[str] = set()
+
+    def add_pack(self, pack: str, entries: Iterable[BlobEntry]) -> None:
+        for e in entries:
+            self._blobs[e.id] = Location(pack, e.type, e.flags, e.offset, e.length, e.raw_length)
+
+    def get(self, blob_id: bytes) -> Location | None:
+        return self._blobs.get(blob_id)
+
+    def __contains__(self, blob_id: object) -> bool:
+        return blob_id in self._blobs
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def items(self) -> Iterator[tuple[bytes, Location]]:
+        return iter(self._blobs.items())
+
+    def packs(self) -> dict[str, list[tuple[bytes, Location]]]:
+        by_pack: dict[str, list[tuple[bytes, Location]]] = {}
+        for blob_id, loc in self._blobs.items():
+            by_pack.setdefault(loc.pack, []).append((blob_id, loc))
+        return by_pack
+
+
+def encode_index(cipher: Cipher, packs: dict[str, list[BlobEntry]]) -> tuple[str, bytes]:
+    body = {
+        "v": 1,
+        "packs": [
+            [
+                bytes.fromhex(pack),
+                [[e.id, e.type, e.flags, e.offset, e.length, e.raw_length] for e in entries],
+            ]
+            for pack, entries in packs.items()
+        ],
+    }
+    plain = zstandard.ZstdCompressor(level=3).compress(msgpack.packb(body))
+    data = cipher.seal(plain, INDEX_AAD)
+    return content_name(data), data
+
+
+def decode_index(cipher: Cipher, name: str, data: bytes) -> dict[str, list[BlobEntry]]:
+    if content_name(data) != name:
+        raise DamageError(f"index file {name} does not match its name")
+    plain = cipher.open(data, INDEX_AAD, f"index file {name}")
+    try:
+        body = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(plain))
+        return {pack.hex(): [BlobEntry(*row) for row in rows] for pack, rows in body["packs"]}
+    except (ValueError, KeyError, TypeError, zstandard.ZstdError) as exc:
+        raise DamageError(f"index file {name} is unreadable") from exc

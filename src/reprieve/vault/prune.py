@@ -1,0 +1,144 @@
+"""Prune: remove data no point references, and repack half-empty packs.
+
+Runs under the exclusive lock. The plan marks every blob reachable from any
+point (refusing to go on if a tree cannot be read, since then it cannot
+know what is still needed), then classifies packs: fully unused packs are
+deleted, packs less than half used are repacked, packs not in any index
+(left by an interrupted backup) are deleted.
+
+Order, so that a kill at any moment leaves a consistent vault:
+  1. copy the live blobs of repacked packs into new packs (envelopes are
+     copied as they are: no re-encryption, the blob id is their AAD);
+  2. write one new index covering every live blob at its current location;
+  3. delete every older index file;
+  4. delete the packs no index mentions any more, then `.tmp-*` leftovers.
+Until step 3 finishes, old and new index files both point at packs that
+exist; after it, nothing references the packs deleted in step 4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from reprieve.engine.progress import NullProgress, Progress
+from reprieve.errors import DamageError
+from reprieve.vault.backends.local import LocalBackend
+from reprieve.vault.index import Location
+from reprieve.vault.packs import BlobEntry, PackBuilder, pack_path
+from reprieve.vault.repository import Vault
+from reprieve.vault.tree import NodeType
+
+REPACK_BELOW = 0.5
+
+
+@dataclass
+class PrunePlan:
+    live: set[bytes] = field(default_factory=set)
+    delete: list[str] = field(default_factory=list)
+    repack: list[str] = field(default_factory=list)
+    unindexed: list[str] = field(default_factory=list)
+    bytes_total: int = 0
+    bytes_freed: int = 0
+    blobs_repacked: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "packs_deleted": len(self.delete) + len(self.unindexed),
+            "packs_repacked": len(self.repack),
+            "blobs_live": len(self.live),
+            "blobs_repacked": self.blobs_repacked,
+            "bytes_before": self.bytes_total,
+            "bytes_freed": self.bytes_freed,
+        }
+
+
+def reachable_blobs(vault: Vault) -> set[bytes]:
+    live: set[bytes] = set()
+    stack = []
+    for point in vault.points():
+        stack.append(point.tree)
+    while stack:
+        tree_id = stack.pop()
+        if tree_id in live:
+            continue
+        if tree_id not in vault.index:
+            raise DamageError(f"tree {tree_id.hex()[:12]} is missing; prune stops")
+        live.add(tree_id)
+        for node in vault.read_tree(tree_id):
+            if node.type is NodeType.DIR and node.subtree is not None:
+                stack.append(node.subtree)
+            live.update(node.content)
+    return live
+
+
+def plan_prune(vault: Vault) -> PrunePlan:
+    plan = PrunePlan(live=reachable_blobs(vault))
+    on_disk = {name.rsplit("/", 1)[-1]: size for name, size in vault.backend.list("packs")}
+    plan.bytes_total = sum(on_disk.values())
+    by_pack = vault.index.packs()
+    for pack, blobs in sorted(by_pack.items()):
+        size = on_disk.get(pack, 0)
+        used = [(b, loc) for b, loc in blobs if b in plan.live]
+        used_bytes = sum(loc.length for _, loc in used)
+        if not used:
+            plan.delete.append(pack)
+            plan.bytes_freed += size
+        elif size and used_bytes < REPACK_BELOW * size:
+            plan.repack.append(pack)
+            plan.blobs_repacked += len(used)
+            plan.bytes_freed += size - used_bytes
+    plan.unindexed = sorted(set(on_disk) - set(by_pack))
+    plan.bytes_freed += sum(on_disk[p] for p in plan.unindexed)
+    return plan
+
+
+def run_prune(vault: Vault, plan: PrunePlan, progress: Progress | None = None) -> None:
+    progress = progress or NullProgress()
+    progress.start("prune", None)
+    cipher = vault.cipher
+    locations: dict[bytes, Location] = {b: loc for b, loc in vault.index.items() if b in plan.live}
+    new_packs: dict[str, list[BlobEntry]] = {}
+    builders: dict[int, PackBuilder] = {}
+
+    def store(builder: PackBuilder) -> None:
+        name, data = builder.finish(cipher)
+        vault.backend.put(pack_path(name), data)
+        new_packs[name] = builder.entries
+        for e in builder.entries:
+            locations[e.id] = Location(name, e.type, e.flags, e.offset, e.length, e.raw_length)
+
+    repack = set(plan.repack)
+    for pack, blobs in sorted(vault.index.packs().items()):
+        if pack not in repack:
+            continue
+        data = vault.backend.get(pack_path(pack))
+        for blob_id, loc in blobs:
+            if blob_id not in plan.live or locations[blob_id].pack != pack:
+                continue
+            envelope = data[loc.offset : loc.offset + loc.length]
+            vault.decode_blob(blob_id, loc.type, loc.flags, loc.raw_length, envelope)
+            builder = builders.setdefault(loc.type, PackBuilder())
+            builder.add(blob_id, loc.type, loc.flags, envelope, loc.raw_length)
+            if builder.size >= vault.config.pack_size:
+                store(builders.pop(loc.type))
+        progress.advance(len(data))
+    for builder in builders.values():
+        store(builder)
+
+    by_pack: dict[str, list[BlobEntry]] = {}
+    for blob_id, loc in locations.items():
+        by_pack.setdefault(loc.pack, []).append(
+            BlobEntry(blob_id, loc.type, loc.flags, loc.offset, loc.length, loc.raw_length)
+        )
+    old_files = set(vault.index.files)
+    keep = vault.write_index(by_pack) if by_pack else None
+    for name in sorted(old_files - {keep}):
+        vault.backend.delete(f"index/{name}")
+    for pack in plan.delete + plan.repack + plan.unindexed:
+        vault.backend.delete(pack_path(pack))
+    if isinstance(vault.backend, LocalBackend):
+        for leftover in vault.backend.leftovers():
+            vault.backend.delete(leftover)
+    vault._index = None
+    progress.finish()

@@ -1,0 +1,283 @@
+"""A vault: one storage location, its keys, its index, and its points.
+
+Layout (every object but ``config`` and ``locks/*`` is immutable and named
+by the BLAKE3 of its bytes)::
+
+    config                  JSON: format, vault id, region, chunker and pack
+                            parameters, and a keyed MAC over all of it
+    keys/<name>             key wrappers (see keys.py)
+    packs/<2 hex>/<name>    encrypted blobs (see packs.py)
+    index/<name>            where each blob lives (see index.py)
+    points/<name>           recovery-point manifests (see points.py)
+    locks/<random>          shared and exclusive locks (see locks.py)
+
+Write order for anything new is packs, then index, then the point. Only a
+point makes data reachable, so a crash at any moment leaves a consistent
+vault with, at worst, unreferenced packs (or ``.tmp-*`` leftovers on a local
+folder) that prune removes. Reading never trusts storage: every blob is
+authenticated by AES-GCM under the vault key and re-hashed against its id.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import blake3
+import zstandard
+
+from reprieve.errors import (
+    DamageError,
+    NotFoundError,
+    PointNotFound,
+    UsageError,
+    VaultNotFound,
+    WrongKeyError,
+)
+from reprieve.vault.backends.base import Backend
+from reprieve.vault.backends.local import LocalBackend
+from reprieve.vault.crypto import Cipher, MasterKey, blob_aad
+from reprieve.vault.index import Index, decode_index, encode_index
+from reprieve.vault.keys import DEFAULT_KDF_MEMORY_KIB, KeyWrapper, Secret, unwrap, wrap
+from reprieve.vault.packs import BlobEntry, BlobType, Compression, pack_path
+from reprieve.vault.points import Point, decode_point, encode_point
+from reprieve.vault.tree import Node, decode_tree
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    id: str
+    created: str
+    region: str
+    chunk_min: int = 512 * 1024
+    chunk_avg: int = 512 * 1024
+    chunk_max: int = 8 * 1024 * 1024
+    pack_size: int = 16 * 1024 * 1024
+    zstd_level: int = 3
+    format: int = FORMAT
+
+    def body(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    def encode(self, master: MasterKey) -> bytes:
+        return json.dumps({**asdict(self), "mac": _config_mac(master, self.body())}).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> tuple[VaultConfig, str]:
+        try:
+            body = json.loads(raw)
+            mac = str(body.pop("mac"))
+            config = cls(**body)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DamageError("the vault's config is unreadable") from exc
+        if config.format != FORMAT:
+            raise UsageError(f"vault format {config.format} is not supported by this reprieve")
+        return config, mac
+
+
+def _config_mac(master: MasterKey, body: bytes) -> str:
+    return blake3.blake3(body, key=blake3.blake3(b"config", key=master.id_key).digest()).hexdigest()
+
+
+def backend_for(location: str) -> Backend:
+    if "://" in location:
+        raise UsageError(f"unsupported vault location {location!r}; give a local folder")
+    return LocalBackend(Path(location).absolute())
+
+
+_decompressors = threading.local()
+
+
+def _decompress(data: bytes, raw_length: int) -> bytes:
+    dctx = getattr(_decompressors, "dctx", None)
+    if dctx is None:
+        dctx = _decompressors.dctx = zstandard.ZstdDecompressor()
+    out: bytes = dctx.decompress(data, max_output_size=raw_length)
+    return out
+
+
+class Vault:
+    def __init__(
+        self, backend: Backend, config: VaultConfig, master: MasterKey, key_name: str
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self.master = master
+        self.cipher = Cipher(master)
+        self.key_name = key_name
+        self._index: Index | None = None
+        self._trees: OrderedDict[bytes, list[Node]] = OrderedDict()
+        self._trees_lock = threading.Lock()
+
+    @classmethod
+    def create(
+        cls,
+        backend: Backend,
+        secret: Secret,
+        region: str = "",
+        kdf_memory_kib: int = DEFAULT_KDF_MEMORY_KIB,
+    ) -> Vault:
+        if backend.exists("config"):
+            raise UsageError(f"a vault already exists at {backend.location}")
+        if any(True for _ in backend.list("")):
+            raise UsageError(f"{backend.location} is not empty; give an empty or new folder")
+        master = MasterKey.generate()
+        config = VaultConfig(
+            id=secrets.token_hex(16),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            region=region,
+        )
+        wrapper = wrap(master, secret, kdf_memory_kib)
+        backend.put(f"keys/{wrapper.name}", wrapper.to_bytes())
+        backend.put("config", config.encode(master))
+        return cls(backend, config, master, wrapper.name)
+
+    @classmethod
+    def open(cls, backend: Backend, secret: Secret) -> Vault:
+        try:
+            raw = backend.get("config")
+        except NotFoundError as exc:
+            raise VaultNotFound(backend.location) from exc
+        config, mac = VaultConfig.decode(raw)
+        for wrapper in cls.key_wrappers(backend):
+            master = unwrap(wrapper, secret)
+            if master is None:
+                continue
+            if not secrets.compare_digest(_config_mac(master, config.body()), mac):
+                raise DamageError("the vault's config fails its MAC (tampered or damaged)")
+            return cls(backend, config, master, wrapper.name)
+        what = "password" if secret.kind == "passphrase" else "key file"
+        raise WrongKeyError(f"wrong {what} for the vault at {backend.location}")
+
+    @staticmethod
+    def key_wrappers(backend: Backend) -> list[KeyWrapper]:
+        return [
+            KeyWrapper.from_bytes(name.removeprefix("keys/"), backend.get(name))
+            for name, _ in backend.list("keys")
+        ]
+
+    def add_key(self, secret: Secret, kdf_memory_kib: int = DEFAULT_KDF_MEMORY_KIB) -> str:
+        wrapper = wrap(self.master, secret, kdf_memory_kib)
+        self.backend.put(f"keys/{wrapper.name}", wrapper.to_bytes())
+        return wrapper.name
+
+    def remove_key(self, prefix: str) -> str:
+        wrappers = self.key_wrappers(self.backend)
+        matches = [w for w in wrappers if w.name.startswith(prefix)]
+        if len(matches) != 1:
+            raise NotFoundError(f"no single key matches {prefix!r}; see `reprieve vault key list`")
+        name = matches[0].name
+        if name == self.key_name:
+            raise UsageError(
+                "refusing to remove the key this command was opened with; "
+                "open the vault with another key to remove this one"
+            )
+        self.backend.delete(f"keys/{name}")
+        return name
+
+    # -- index and blobs ----------------------------------------------------
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            self._index = self.load_index()
+        return self._index
+
+    def load_index(self) -> Index:
+        index = Index()
+        for name, _size in self.backend.list("index"):
+            file_name = name.removeprefix("index/")
+            for pack, entries in decode_index(
+                self.cipher, file_name, self.backend.get(name)
+            ).items():
+                index.add_pack(pack, entries)
+            index.files.add(file_name)
+        return index
+
+    def write_index(self, packs: dict[str, list[BlobEntry]]) -> str:
+        name, data = encode_index(self.cipher, packs)
+        self.backend.put(f"index/{name}", data)
+        self.index.files.add(name)
+        return name
+
+    def decode_blob(self, blob_id: bytes, btype: int, flags: int, raw: int, data: bytes) -> bytes:
+        what = f"blob {blob_id.hex()[:12]}"
+        plain = self.cipher.open(data, blob_aad(blob_id, btype, flags), what)
+        if flags == Compression.ZSTD:
+            try:
+                plain = _decompress(plain, raw)
+            except zstandard.ZstdError as exc:
+                raise DamageError(f"{what} does not decompress") from exc
+        if len(plain) != raw or self.cipher.blob_id(plain) != blob_id:
+            raise DamageError(f"{what} does not match its id")
+        return plain
+
+    def read_blob(self, blob_id: bytes) -> bytes:
+        loc = self.index.get(blob_id)
+        if loc is None:
+            raise DamageError(f"blob {blob_id.hex()[:12]} is missing from the index")
+        data = self.backend.get_range(pack_path(loc.pack), loc.offset, loc.length)
+        return self.decode_blob(blob_id, loc.type, loc.flags, loc.raw_length, data)
+
+    def read_tree(self, tree_id: bytes) -> list[Node]:
+        with self._trees_lock:
+            cached = self._trees.get(tree_id)
+            if cached is not None:
+                self._trees.move_to_end(tree_id)
+                return cached
+        loc = self.index.get(tree_id)
+        if loc is not None and loc.type != BlobType.TREE:
+            raise DamageError(f"blob {tree_id.hex()[:12]} is not a tree")
+        nodes = decode_tree(self.read_blob(tree_id), f"tree {tree_id.hex()[:12]}")
+        with self._trees_lock:
+            self._trees[tree_id] = nodes
+            if len(self._trees) > 4096:
+                self._trees.popitem(last=False)
+        return nodes
+
+    # -- points -------------------------------------------------------------
+
+    def point_names(self) -> list[str]:
+        return [name.removeprefix("points/") for name, _ in self.backend.list("points")]
+
+    def load_point(self, name: str) -> Point:
+        return decode_point(self.cipher, name, self.backend.get(f"points/{name}"))
+
+    def points(self, resource: str | None = None) -> list[Point]:
+        """Every point, oldest first; optionally of one resource."""
+        found = [self.load_point(n) for n in self.point_names()]
+        found = [p for p in found if resource is None or p.resource == resource]
+        return sorted(found, key=lambda p: (p.time, p.id))
+
+    def find_point(self, prefix: str) -> Point:
+        if len(prefix) < 4:
+            raise UsageError("give at least 4 characters of a point id")
+        matches = [n for n in self.point_names() if n.startswith(prefix.lower())]
+        if not matches:
+            raise PointNotFound(prefix)
+        if len(matches) > 1:
+            raise UsageError(f"point id {prefix!r} is ambiguous; give more characters")
+        return self.load_point(matches[0])
+
+    def save_point(self, point: Point) -> str:
+        name, data = encode_point(self.cipher, point)
+        self.backend.put(f"points/{name}", data)
+        point.id = name
+        return name
+
+    def forget_point(self, name: str) -> None:
+        self.backend.delete(f"points/{name}")
+
+    def stats(self) -> dict[str, Any]:
+        sizes: dict[str, int] = {}
+        for prefix in ("packs", "index", "points", "keys"):
+            sizes[prefix] = sum(size for _, size in self.backend.list(prefix))
+        return sizes

@@ -1,0 +1,213 @@
+"""The hot path: chunk, hash, deduplicate, compress, encrypt, pack, store.
+
+Threads, not processes: BLAKE3, zstd, AES-GCM, FastCDC and large reads all
+release the GIL, so a small pool keeps every core busy. The caller's thread
+(or a file-reader pool) chunks and hashes; a blob that is new is handed to
+the store pool, which compresses, encrypts, appends to the open pack and,
+when a pack is full, writes it. Memory stays bounded: at most
+``max_inflight`` bytes of plaintext wait for the store pool, and one open
+pack per blob type is buffered.
+
+Nothing written here is reachable until :meth:`BlobWriter.flush` has written
+the index file and the caller has saved a point.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import zstandard
+from pyfastcdc import FastCDC
+
+from reprieve.vault.crypto import blob_aad
+from reprieve.vault.packs import BlobEntry, BlobType, Compression, PackBuilder, pack_path
+from reprieve.vault.repository import Vault
+
+# Compressed output must save at least this share to be kept; otherwise the
+# blob is stored raw and restore skips decompression.
+MIN_SAVING = 0.03
+
+
+class ByteBudget:
+    """A counting semaphore in bytes: bounds plaintext waiting in the pool."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cond:
+            while self.used and self.used + n > self.limit:
+                self._cond.wait()
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+@dataclass
+class WriteStats:
+    blobs_new: int = 0
+    bytes_new_raw: int = 0
+    bytes_stored: int = 0
+    packs: int = 0
+
+
+class BlobWriter:
+    def __init__(self, vault: Vault, workers: int | None = None) -> None:
+        self.vault = vault
+        self.cipher = vault.cipher
+        self.config = vault.config
+        cores = os.cpu_count() or 2
+        self.pool = ThreadPoolExecutor(workers or cores, thread_name_prefix="store")
+        self.budget = ByteBudget(max(64 << 20, 4 * self.config.chunk_max))
+        self._lock = threading.Lock()
+        self._pending: set[bytes] = set()
+        self._open: dict[int, PackBuilder] = {}
+        self._written: dict[str, list[BlobEntry]] = {}
+        self._futures: set[Future[None]] = set()
+        self._error: BaseException | None = None
+        self._local = threading.local()
+        self.stats = WriteStats()
+
+    # -- chunking -----------------------------------------------------------
+
+    def _chunker(self) -> FastCDC:
+        cdc: FastCDC | None = getattr(self._local, "cdc", None)
+        if cdc is None:
+            cdc = self._local.cdc = FastCDC(
+                self.config.chunk_avg,
+                min_size=self.config.chunk_min,
+                max_size=self.config.chunk_max,
+                seed=self.cipher.chunker_seed,
+            )
+        return cdc
+
+    def chunks(self, stream: BinaryIO) -> Iterator[bytes]:
+        """Content-defined chunks of a stream, each an independent bytes copy."""
+        for chunk in self._chunker().cut_stream(stream):
+            yield bytes(chunk.data)
+
+    def chunk_buffer(self, data: bytes) -> Iterator[memoryview]:
+        for chunk in self._chunker().cut_buf(data):
+            yield chunk.data
+
+    # -- saving -------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def add(self, data: bytes | memoryview, blob_type: BlobType = BlobType.DATA) -> bytes:
+        """Store a blob unless the vault already has it; returns its id.
+
+        Hashing runs in the caller's thread; compression, encryption and the
+        write run in the store pool.
+        """
+        self._check()
+        blob_id = self.cipher.blob_id(data)
+        with self._lock:
+            if blob_id in self._pending or blob_id in self.vault.index:
+                return blob_id
+            self._pending.add(blob_id)
+        size = len(data)
+        self.budget.acquire(size)
+        future = self.pool.submit(self._store, blob_id, blob_type, data)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._done(size))
+        return blob_id
+
+    def _done(self, size: int) -> Callable[[Future[None]], None]:
+        def callback(future: Future[None]) -> None:
+            self.budget.release(size)
+            with self._lock:
+                self._futures.discard(future)
+            exc = future.exception()
+            if exc is not None and self._error is None:
+                self._error = exc
+
+        return callback
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        cctx: zstandard.ZstdCompressor | None = getattr(self._local, "cctx", None)
+        if cctx is None:
+            cctx = self._local.cctx = zstandard.ZstdCompressor(level=self.config.zstd_level)
+        return cctx
+
+    def _store(self, blob_id: bytes, blob_type: BlobType, data: bytes | memoryview) -> None:
+        if self._error is not None:
+            return
+        raw = len(data)
+        flags = Compression.NONE
+        payload: bytes | memoryview = data
+        if raw >= 64:
+            packed = self._compressor().compress(data)
+            if len(packed) < raw * (1 - MIN_SAVING):
+                payload, flags = packed, Compression.ZSTD
+        envelope = self.cipher.seal(payload, blob_aad(blob_id, blob_type, flags))
+        full: PackBuilder | None = None
+        with self._lock:
+            pack = self._open.setdefault(blob_type, PackBuilder())
+            pack.add(blob_id, blob_type, flags, envelope, raw)
+            self.stats.blobs_new += 1
+            self.stats.bytes_new_raw += raw
+            if pack.size >= self.config.pack_size:
+                full = self._open.pop(blob_type)
+        if full is not None:
+            self._write_pack(full)
+
+    def _write_pack(self, pack: PackBuilder) -> None:
+        name, data = pack.finish(self.cipher)
+        self.vault.backend.put(pack_path(name), data)
+        with self._lock:
+            self._written[name] = pack.entries
+            self.stats.bytes_stored += len(data)
+            self.stats.packs += 1
+
+    def flush(self) -> str | None:
+        """Wait for every blob, write the open packs, then one index file.
+
+        Returns the index file's name, or None when nothing new was written.
+        After this, every blob added so far is in the vault's index.
+        """
+        while True:
+            with self._lock:
+                waiting = list(self._futures)
+            if not waiting:
+                break
+            for future in waiting:
+                future.exception()
+        self._check()
+        with self._lock:
+            remaining = [p for p in self._open.values() if len(p)]
+            self._open = {}
+        for pack in remaining:
+            self._write_pack(pack)
+        if not self._written:
+            return None
+        written, self._written = self._written, {}
+        name = self.vault.write_index(written)
+        self.stats.bytes_stored += self.vault.backend.size(f"index/{name}")
+        for pack_name, entries in written.items():
+            self.vault.index.add_pack(pack_name, entries)
+        with self._lock:
+            self._pending.clear()
+        return name
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
