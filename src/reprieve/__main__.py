@@ -1,0 +1,3 @@
+from reprieve.cli.main import main
+
+main()

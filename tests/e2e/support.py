@@ -1,0 +1,89 @@
+"""Helpers for the end-to-end tests: datasets, digests, and processes to kill."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import PASSWORD, Result, ok
+
+WORDS = (
+    b"alpha beta gamma delta epsilon tenant invoice ledger claim audit region vault "
+    b"INFO WARN ERROR request=ok latency_ms user_id order_id 2024-05-01T12:00:00Z"
+).split()
+
+
+def cli_env(home: Path | None = None) -> dict[str, str]:
+    """The environment `run_cli` gives a command, for processes started by hand."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPRIEVE_")}
+    env["REPRIEVE_PASSWORD"] = PASSWORD
+    if home is not None:
+        env["HOME"] = str(home)
+    return env
+
+
+def start_cli(*args: str | Path, home: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start `reprieve` without waiting for it, so that a test can kill it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "reprieve", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cli_env(home),
+    )
+
+
+def random_file(path: Path, rng: random.Random, size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(rng.randbytes(size))
+
+
+def text_file(path: Path, rng: random.Random, size: int) -> None:
+    """Log-like text: compresses well, but is not one repeated block."""
+    lines = [b" ".join(rng.choices(WORDS, k=rng.randint(4, 14))) + b"\n" for _ in range(2048)]
+    out = bytearray()
+    while len(out) < size:
+        out += b"".join(rng.choices(lines, k=4096))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(out[:size]))
+
+
+def digests(root: Path) -> dict[str, str]:
+    """Every entry under ``root``: files by SHA-256 of their bytes, folders as "dir"."""
+    found: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        base = Path(dirpath)
+        for name in dirnames:
+            found[str((base / name).relative_to(root))] = "dir"
+        for name in filenames:
+            path = base / name
+            found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def restored_at(target: Path, source: Path) -> Path:
+    """Where restore puts ``source``: its absolute path, under the target."""
+    return target / source.absolute().relative_to(source.absolute().anchor)
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def point_ids(vault: Path, home: Path | None = None) -> list[str]:
+    env = {"HOME": str(home)} if home is not None else None
+    result = ok("points", "list", "--vault", vault, "--json", env=env)
+    return [str(p["id"]) for p in result.json()]
+
+
+def one_line(result: Result) -> str:
+    """The single line a failing command must print on stderr."""
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"
+    return lines[0]
