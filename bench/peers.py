@@ -239,8 +239,15 @@ def init(runner: Runner) -> StepResult:
     return _result(runner, Step.INIT, done, {})
 
 
+def _settle(folder: Path) -> None:
+    """Warm the page cache with ``folder`` and flush dirty pages, so that the previous step's
+    writeback does not run on the clock of this one."""
+    warm_cache(folder)
+    os.sync()
+
+
 def backup(runner: Runner, step: Step) -> StepResult:
-    warm_cache(runner.data)
+    _settle(runner.data)
     runner.backups += 1
     done = runner.run(f"backup{runner.backups}", runner.backup_cmd(runner.backups))
     details = runner.parse_backup(done.stdout)
@@ -250,7 +257,7 @@ def backup(runner: Runner, step: Step) -> StepResult:
 def restore(runner: Runner, target: Path) -> StepResult:
     """Restore the latest backup into the empty folder ``target``, verify it, remove it."""
     target.mkdir(parents=True)
-    warm_cache(runner.repo)
+    _settle(runner.repo)
     done = runner.run("restore", runner.restore_cmd(target), cwd=runner.restore_cwd(target))
     files = verify_tree(runner.data, runner.restored_root(target))
     shutil.rmtree(target)
