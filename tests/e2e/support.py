@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import PASSWORD, Result, ok
+from conftest import PASSWORD, Result
 
 WORDS = (
     b"alpha beta gamma delta epsilon tenant invoice ledger claim audit region vault "
@@ -17,22 +17,15 @@ WORDS = (
 ).split()
 
 
-def cli_env(home: Path | None = None) -> dict[str, str]:
-    """The environment `run_cli` gives a command, for processes started by hand."""
+def start_cli(*args: str | Path) -> subprocess.Popen[bytes]:
+    """Start `reprieve` as `run_cli` does, but without waiting, so that a test can kill it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPRIEVE_")}
     env["REPRIEVE_PASSWORD"] = PASSWORD
-    if home is not None:
-        env["HOME"] = str(home)
-    return env
-
-
-def start_cli(*args: str | Path, home: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start `reprieve` without waiting for it, so that a test can kill it."""
     return subprocess.Popen(
         [sys.executable, "-m", "reprieve", *map(str, args)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=cli_env(home),
+        env=env,
     )
 
 
@@ -73,12 +66,6 @@ def flip_byte(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x5A
     path.write_bytes(bytes(data))
-
-
-def point_ids(vault: Path, home: Path | None = None) -> list[str]:
-    env = {"HOME": str(home)} if home is not None else None
-    result = ok("points", "list", "--vault", vault, "--json", env=env)
-    return [str(p["id"]) for p in result.json()]
 
 
 def one_line(result: Result) -> str:

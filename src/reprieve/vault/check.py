@@ -20,7 +20,7 @@ from reprieve.errors import DamageError, ReprieveError
 from reprieve.vault.crypto import content_name
 from reprieve.vault.index import Index, Location, decode_index
 from reprieve.vault.keys import KeyWrapper
-from reprieve.vault.packs import BlobType, pack_path, parse_header
+from reprieve.vault.packs import TRAILER, BlobType, pack_path, parse_header
 from reprieve.vault.repository import Vault
 from reprieve.vault.tree import NodeType
 
@@ -118,7 +118,13 @@ class Checker:
         self.progress.finish()
 
     def _pack_header(self, pack: str, blobs: list[tuple[bytes, Location]], size: int) -> None:
-        tail = self.vault.backend.get_range(pack_path(pack), max(0, size - (1 << 20)), 1 << 20)
+        path = pack_path(pack)
+        tail = self.vault.backend.get_range(path, max(0, size - (1 << 20)), 1 << 20)
+        # A pack of many tiny blobs has a header longer than the first read: fetch all of it.
+        if len(tail) >= TRAILER.size:
+            span = TRAILER.unpack_from(tail, len(tail) - TRAILER.size)[0] + TRAILER.size
+            if len(tail) < span <= size:
+                tail = self.vault.backend.get_range(path, size - span, span)
         entries = {e.id: e for e in parse_header(self.vault.cipher, pack, tail, size)}
         for blob_id, loc in blobs:
             e = entries.get(blob_id)
