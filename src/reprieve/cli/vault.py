@@ -10,6 +10,7 @@ from rich.table import Table
 
 from reprieve.cli.common import (
     emit,
+    force_unlock_option,
     human_bytes,
     json_option,
     open_vault,
@@ -17,7 +18,9 @@ from reprieve.cli.common import (
     secret_options,
     vault_option,
 )
+from reprieve.vault.check import rebuild_index
 from reprieve.vault.keys import DEFAULT_KDF_MEMORY_KIB
+from reprieve.vault.locks import LockKind, VaultLock
 from reprieve.vault.repository import Vault, backend_for
 
 
@@ -171,3 +174,29 @@ def key_remove(
     v = open_vault(vault_location, password_file, key_file)
     name = v.remove_key(key_id)
     emit(as_json, {"removed": name}, lambda: click.echo(f"removed key {name[:12]}"))
+
+
+@vault.command("rebuild-index")
+@vault_option
+@secret_options
+@json_option
+@force_unlock_option
+def rebuild_index_cmd(
+    vault_location: str,
+    password_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+    force_unlock: bool,
+) -> None:
+    """Rebuild the index from the packs' headers (after index damage)."""
+    v = open_vault(vault_location, password_file, key_file)
+    with VaultLock(v.backend, LockKind.EXCLUSIVE, "rebuild-index", force_unlock):
+        doc = rebuild_index(v)
+    emit(
+        as_json,
+        doc,
+        lambda: click.echo(
+            f"indexed {doc['packs']} packs ({doc['unreadable_packs']} unreadable), "
+            f"replacing {doc['index_files_replaced']} index files"
+        ),
+    )

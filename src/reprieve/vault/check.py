@@ -18,9 +18,9 @@ from typing import Any
 from reprieve.engine.progress import NullProgress, Progress
 from reprieve.errors import DamageError, ReprieveError
 from reprieve.vault.crypto import content_name
-from reprieve.vault.index import Index, Location, decode_index
+from reprieve.vault.index import Index, Location
 from reprieve.vault.keys import KeyWrapper
-from reprieve.vault.packs import TRAILER, BlobType, pack_path, parse_header
+from reprieve.vault.packs import BlobEntry, BlobType, pack_path, parse_header, read_header
 from reprieve.vault.repository import Vault
 from reprieve.vault.tree import NodeType
 
@@ -82,24 +82,24 @@ class Checker:
                 self.report.errors.append(str(exc))
 
     def _index(self) -> Index:
-        index = Index()
-        for name, _ in self.vault.backend.list("index"):
-            short = name.removeprefix("index/")
-            try:
-                packs = decode_index(self.vault.cipher, short, self.vault.backend.get(name))
-            except ReprieveError as exc:
-                self.report.errors.append(str(exc))
-                continue
-            for pack, entries in packs.items():
-                index.add_pack(pack, entries)
-            index.files.add(short)
+        index = self.vault.load_index()
+        self.report.errors += list(index.damaged.values())
         return index
 
     def _packs(self, index: Index) -> None:
         on_disk = {name.rsplit("/", 1)[-1]: size for name, size in self.vault.backend.list("packs")}
         by_pack = index.packs()
         for name in sorted(set(on_disk) - set(by_pack)):
-            self.report.warnings.append(f"pack {name[:12]} is not indexed (prune removes it)")
+            if index.damaged:
+                self.report.warnings.append(
+                    f"pack {name[:12]} is in no readable index; "
+                    "`reprieve vault rebuild-index` restores it to the index"
+                )
+            else:
+                self.report.warnings.append(
+                    f"pack {name[:12]} is not indexed (left by an interrupted write; "
+                    "prune removes it)"
+                )
         total = sum(on_disk.get(p, 0) for p in by_pack) if self.read_data else None
         self.progress.start("check", total)
         for pack, blobs in sorted(by_pack.items()):
@@ -118,14 +118,7 @@ class Checker:
         self.progress.finish()
 
     def _pack_header(self, pack: str, blobs: list[tuple[bytes, Location]], size: int) -> None:
-        path = pack_path(pack)
-        tail = self.vault.backend.get_range(path, max(0, size - (1 << 20)), 1 << 20)
-        # A pack of many tiny blobs has a header longer than the first read: fetch all of it.
-        if len(tail) >= TRAILER.size:
-            span = TRAILER.unpack_from(tail, len(tail) - TRAILER.size)[0] + TRAILER.size
-            if len(tail) < span <= size:
-                tail = self.vault.backend.get_range(path, size - span, span)
-        entries = {e.id: e for e in parse_header(self.vault.cipher, pack, tail, size)}
+        entries = {e.id: e for e in read_header(self.vault.backend, self.vault.cipher, pack, size)}
         for blob_id, loc in blobs:
             e = entries.get(blob_id)
             if e is None or (e.offset, e.length) != (loc.offset, loc.length):
@@ -179,17 +172,17 @@ class Checker:
         found: list[str] = []
         loc = self.vault.index.get(tree_id)
         if loc is None or tree_id in self.bad_blobs or loc.type != BlobType.TREE:
-            found = [". (tree missing or damaged)"]
+            found = ["(folder listing missing or damaged)"]
         else:
             try:
                 nodes = self.vault.read_tree(tree_id)
             except ReprieveError:
                 nodes = []
-                found = [". (tree unreadable)"]
+                found = ["(folder listing unreadable)"]
             for node in nodes:
                 name = os.fsdecode(node.name)
                 if node.type is NodeType.DIR and node.subtree is not None:
-                    found += [f"{name}/{p}".removesuffix("/.") for p in self._tree(node.subtree)]
+                    found += [f"{name}/{p}" for p in self._tree(node.subtree)]
                 elif any(b in self.bad_blobs or b not in self.vault.index for b in node.content):
                     found.append(name)
         self._tree_damage[tree_id] = found
@@ -198,3 +191,27 @@ class Checker:
 
 def check_vault(vault: Vault, read_data: bool, progress: Progress | None = None) -> CheckReport:
     return Checker(vault, read_data, progress).run()
+
+
+def rebuild_index(vault: Vault) -> dict[str, int]:
+    """Replace every index file by one built from the packs' own headers.
+
+    The new index is written before the old files are deleted, so a kill
+    midway leaves both (which is valid). Packs whose header is damaged are
+    left out and counted; `check --read-data` names what they held.
+    """
+    packs: dict[str, list[BlobEntry]] = {}
+    unreadable = 0
+    for name, size in vault.backend.list("packs"):
+        pack = name.rsplit("/", 1)[-1]
+        try:
+            packs[pack] = read_header(vault.backend, vault.cipher, pack, size)
+        except ReprieveError:
+            unreadable += 1
+    old = [name for name, _ in vault.backend.list("index")]
+    new = vault.write_index(packs) if packs else None
+    for name in old:
+        if name != f"index/{new}":
+            vault.backend.delete(name)
+    vault._index = None
+    return {"packs": len(packs), "unreadable_packs": unreadable, "index_files_replaced": len(old)}

@@ -40,6 +40,7 @@ class Index:
     def __init__(self) -> None:
         self._blobs: dict[bytes, Location] = {}
         self.files: set[str] = set()
+        self.damaged: dict[str, str] = {}
 
     def add_pack(self, pack: str, entries: Iterable[BlobEntry]) -> None:
         for e in entries:

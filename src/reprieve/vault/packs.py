@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from reprieve.errors import DamageError
+from reprieve.vault.backends.base import Backend
 from reprieve.vault.crypto import Cipher, content_name
 
 HEADER_AAD = b"pack-header"
@@ -103,6 +104,12 @@ def parse_header(cipher: Cipher, name: str, tail: bytes, file_size: int) -> list
     return entries
 
 
-def header_span(entries_hint: int = 0) -> int:
-    """Bytes to read from a pack's end to likely cover its header in one go."""
-    return TRAILER.size + 28 + RECORD.size * max(entries_hint, 256)
+def read_header(backend: Backend, cipher: Cipher, name: str, size: int) -> list[BlobEntry]:
+    """A pack's entries, read from its end: one read, two for very long headers."""
+    path = pack_path(name)
+    tail = backend.get_range(path, max(0, size - (1 << 20)), 1 << 20)
+    if len(tail) >= TRAILER.size:
+        span = TRAILER.unpack_from(tail, len(tail) - TRAILER.size)[0] + TRAILER.size
+        if len(tail) < span <= size:
+            tail = backend.get_range(path, size - span, span)
+    return parse_header(cipher, name, tail, size)

@@ -73,6 +73,11 @@ def reachable_blobs(vault: Vault) -> set[bytes]:
 
 
 def plan_prune(vault: Vault) -> PrunePlan:
+    if vault.index.damaged:
+        raise DamageError(
+            f"index file {next(iter(vault.index.damaged))[:12]} is damaged; "
+            "run `reprieve vault rebuild-index` before pruning"
+        )
     plan = PrunePlan(live=reachable_blobs(vault))
     on_disk = {name.rsplit("/", 1)[-1]: size for name, size in vault.backend.list("packs")}
     plan.bytes_total = sum(on_disk.values())
@@ -80,7 +85,9 @@ def plan_prune(vault: Vault) -> PrunePlan:
     for pack, blobs in sorted(by_pack.items()):
         size = on_disk.get(pack, 0)
         used = [(b, loc) for b, loc in blobs if b in plan.live]
-        used_bytes = sum(loc.length for _, loc in used)
+        # Header and trailer count as used: repacking cannot shrink them.
+        overhead = size - sum(loc.length for _, loc in blobs)
+        used_bytes = overhead + sum(loc.length for _, loc in used)
         if not used:
             plan.delete.append(pack)
             plan.bytes_freed += size

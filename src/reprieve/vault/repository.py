@@ -192,12 +192,22 @@ class Vault:
         return self._index
 
     def load_index(self) -> Index:
+        """The union of every readable index file.
+
+        A damaged index file is skipped and recorded in ``index.damaged``:
+        reads stay safe (every blob is authenticated), backups merely store
+        again what they cannot find, and prune refuses to run until
+        `vault rebuild-index` has replaced it.
+        """
         index = Index()
         for name, _size in self.backend.list("index"):
             file_name = name.removeprefix("index/")
-            for pack, entries in decode_index(
-                self.cipher, file_name, self.backend.get(name)
-            ).items():
+            try:
+                packs = decode_index(self.cipher, file_name, self.backend.get(name))
+            except DamageError as exc:
+                index.damaged[file_name] = str(exc)
+                continue
+            for pack, entries in packs.items():
                 index.add_pack(pack, entries)
             index.files.add(file_name)
         return index
@@ -223,6 +233,11 @@ class Vault:
     def read_blob(self, blob_id: bytes) -> bytes:
         loc = self.index.get(blob_id)
         if loc is None:
+            if self.index.damaged:
+                raise DamageError(
+                    f"blob {blob_id.hex()[:12]} is not in any readable index; "
+                    "run `reprieve vault rebuild-index`, then"
+                )
             raise DamageError(f"blob {blob_id.hex()[:12]} is missing from the index")
         data = self.backend.get_range(pack_path(loc.pack), loc.offset, loc.length)
         return self.decode_blob(blob_id, loc.type, loc.flags, loc.raw_length, data)
