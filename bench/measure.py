@@ -5,7 +5,8 @@ A step's command runs under ``spawn.py``, a small launcher that times it and rea
 pipe could fill and stall the command. ``ru_maxrss`` is the peak resident set in KiB of the
 command or of any descendant it reaped, so for a tool that forks workers it is the largest
 single process, not the sum. restic and borg run as one process; the figure is exact for
-them, above a floor of the launcher's own few MiB.
+them, above a floor of the launcher's own few MiB. The machine-wide CPU time used during the
+step, minus the step's own, shows whether something else competed for the cores.
 """
 
 from __future__ import annotations
@@ -33,7 +34,19 @@ class Measured:
     seconds: float
     cpu_seconds: float
     peak_rss_kib: int
+    other_cpu_seconds: float
     stdout: str
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes have used since boot (``/proc/stat``); 0 if unavailable."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    # user nice system idle iowait irq softirq steal ...: idle and iowait are not work.
+    busy = sum(int(v) for i, v in enumerate(fields[:8]) if i not in (3, 4))
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def run_measured(
@@ -49,6 +62,7 @@ def run_measured(
     usage_file.unlink(missing_ok=True)
     launcher = [sys.executable, "-I", "-S", str(_SPAWN), str(usage_file)]
     with tempfile.TemporaryFile() as out, log.open("wb") as err:
+        busy_before = machine_busy_seconds()
         code = subprocess.call(
             [*launcher, *cmd],
             stdin=subprocess.DEVNULL,
@@ -57,16 +71,20 @@ def run_measured(
             env=dict(env),
             cwd=cwd,
         )
+        busy = machine_busy_seconds() - busy_before
         out.seek(0)
         stdout = out.read().decode(errors="replace")
     if code != 0 or not usage_file.exists():
         tail = log.read_text(errors="replace")[-_STDERR_TAIL:].strip().replace("\n", " | ")
         raise BenchError(f"{' '.join(cmd)} exited with {code} (stderr in {log}): {tail or stdout}")
     usage = json.loads(usage_file.read_text())
+    cpu_seconds = float(usage["user_seconds"]) + float(usage["system_seconds"])
     return Measured(
         seconds=float(usage["seconds"]),
-        cpu_seconds=float(usage["user_seconds"]) + float(usage["system_seconds"]),
+        cpu_seconds=cpu_seconds,
         peak_rss_kib=int(usage["max_rss_kib"]),
+        # Kernel threads flushing this step's writes count here too, so a little is normal.
+        other_cpu_seconds=max(0.0, busy - cpu_seconds),
         stdout=stdout,
     )
 

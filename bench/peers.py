@@ -42,6 +42,7 @@ class StepResult:
     seconds: float
     cpu_seconds: float
     peak_rss_kib: int
+    other_cpu_seconds: float
     repo_bytes: int | None
     details: dict[str, object] = field(default_factory=dict)
 
@@ -86,19 +87,15 @@ class Runner(abc.ABC):
         return target / self.data.relative_to(self.data.anchor)
 
     def parse_backup(self, stdout: str) -> dict[str, object]:
-        """The tool's own account of a backup, from its JSON output (last JSON line)."""
-        for line in reversed(stdout.strip().splitlines()):
+        """The tool's own account of a backup: its JSON output, or the last JSON line of it."""
+        for candidate in [stdout, *reversed(stdout.strip().splitlines())]:
             try:
-                value = json.loads(line)
+                value = json.loads(candidate)
             except json.JSONDecodeError:
                 continue
             if isinstance(value, dict):
                 return value
-        try:
-            whole = json.loads(stdout)
-        except json.JSONDecodeError:
-            return {}
-        return whole if isinstance(whole, dict) else {}
+        return {}
 
     def version(self) -> str:
         try:
@@ -227,6 +224,7 @@ def _result(runner: Runner, step: Step, done: Measured, details: dict[str, objec
         seconds=done.seconds,
         cpu_seconds=done.cpu_seconds,
         peak_rss_kib=done.peak_rss_kib,
+        other_cpu_seconds=done.other_cpu_seconds,
         repo_bytes=tree_bytes(runner.repo),
         details=details,
     )

@@ -21,6 +21,8 @@ from bench.peers import Step, StepResult
 MB = 1_000_000
 MiB = 1024 * 1024
 REFERENCE = "reprieve"
+# Other processes using more than this many cores on average during a step disturb it.
+INTERFERENCE_CORES = 0.25
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class Report:
             return None
         ours, theirs = self.throughput(reference), self.throughput(result)
         return ours / theirs if ours and theirs else None
+
+    def disturbed(self) -> list[StepResult]:
+        limit = INTERFERENCE_CORES
+        return [r for r in self.results if r.other_cpu_seconds > limit * r.seconds]
 
     def final_repo_bytes(self) -> dict[str, int]:
         sizes: dict[str, int] = {}
@@ -117,12 +123,25 @@ def render_markdown(report: Report) -> str:
         f"({100 * d.mutated_bytes / d.base_bytes:.1f}% of the data); "
         f"{d.changed_total_bytes / MiB:,.0f} MiB after the change",
         "",
-        "MB/s is the whole dataset (10^6 bytes) over the step's wall time; peak is the largest "
-        "resident set (ru_maxrss); repo is the repository's size on disk after the step; "
-        f"{REFERENCE} x is {REFERENCE}'s MB/s over the tool's (above 1: {REFERENCE} faster).",
+        "MB/s is the whole dataset (10^6 bytes) over the step's wall time; CPU s is the tool's "
+        "user and system time, other CPU s what the rest of the machine used meanwhile; peak is "
+        "the largest resident set (ru_maxrss); repo is the repository's size on disk after the "
+        f"step; {REFERENCE} x is {REFERENCE}'s MB/s over the tool's (above 1: {REFERENCE} "
+        "faster).",
         "",
-        f"| step | tool | seconds | MB/s | CPU s | peak MiB | repo MiB | {REFERENCE} x |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    disturbed = report.disturbed()
+    if disturbed:
+        lines += [
+            f"**Warning:** other processes used more than {INTERFERENCE_CORES} cores during "
+            + ", ".join(f"{r.tool} {r.step.value}" for r in disturbed)
+            + "; those figures are not comparable. Rerun on a quiet machine.",
+            "",
+        ]
+    lines += [
+        f"| step | tool | seconds | MB/s | CPU s | other CPU s | peak MiB | repo MiB "
+        f"| {REFERENCE} x |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for step in Step:
         for result in (r for r in report.results if r.step is step):
@@ -130,6 +149,7 @@ def render_markdown(report: Report) -> str:
             lines.append(
                 f"| {step.value} | {result.tool} | {result.seconds:,.2f} "
                 f"| {_num(report.throughput(result))} | {result.cpu_seconds:,.1f} "
+                f"| {result.other_cpu_seconds:,.1f} "
                 f"| {result.peak_rss_kib / 1024:,.0f} | {_num(repo)} "
                 f"| {_ratio(report.speed_ratio(result))} |"
             )
@@ -169,6 +189,7 @@ def to_json(report: Report) -> str:
         "dataset": asdict(report.dataset),
         "results": results,
         "final_repo_bytes": sizes,
+        "disturbed_steps": [[r.tool, r.step.value] for r in report.disturbed()],
         "reprieve_size_ratio": {
             tool: ours / size for tool, size in sizes.items() if ours and tool != REFERENCE
         },
