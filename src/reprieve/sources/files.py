@@ -34,7 +34,10 @@ from reprieve.vault.tree import Node, NodeType, encode_tree
 from reprieve.vault.writer import BlobWriter
 
 INLINE_READ = 256 * 1024
-MAX_PENDING_DIRS = 256
+# Walked folders wait here for their large files; the walk pauses only when
+# this many entries are waiting, which bounds memory without stalling the
+# walk behind one slow folder.
+MAX_PENDING_NODES = 200_000
 
 _TYPES = {
     stat.S_IFREG: NodeType.FILE,
@@ -117,6 +120,7 @@ class FileWalker:
         self.stats = BackupStats()
         self.readers = ThreadPoolExecutor(readers, thread_name_prefix="read")
         self._pending: deque[_PendingDir] = deque()
+        self._pending_nodes = 0
         self._links: dict[tuple[int, int], bytes] = {}
 
     # -- reading file content ------------------------------------------------
@@ -239,13 +243,15 @@ class FileWalker:
 
     def _queue(self, pend: _PendingDir) -> None:
         self._pending.append(pend)
+        self._pending_nodes += len(pend.nodes)
         while self._pending and (
-            len(self._pending) > MAX_PENDING_DIRS
+            self._pending_nodes > MAX_PENDING_NODES
             or all(f.done() for _, _, f in self._pending[0].reads)
         ):
             self._finish(self._pending.popleft())
 
     def _finish(self, pend: _PendingDir) -> None:
+        self._pending_nodes -= len(pend.nodes)
         for path, node, fut in pend.reads:
             self._done_read(path, node, fut)
         pend.tree_id = self.writer.add(encode_tree(pend.nodes), BlobType.TREE)

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 import zstandard
 from pyfastcdc import FastCDC
@@ -31,6 +31,15 @@ from reprieve.vault.repository import Vault
 # Compressed output must save at least this share to be kept; otherwise the
 # blob is stored raw and restore skips decompression.
 MIN_SAVING = 0.03
+READ_BLOCK = 16 * 1024 * 1024
+# Full packs waiting for (or in) upload; bounds memory while fsync and
+# network writes overlap with chunking and compression.
+UPLOAD_QUEUE = 4
+INLINE_STORE = 128 * 1024
+
+
+class Readable(Protocol):
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
 class ByteBudget:
@@ -39,18 +48,22 @@ class ByteBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self._waiting = 0
         self._cond = threading.Condition()
 
     def acquire(self, n: int) -> None:
         with self._cond:
             while self.used and self.used + n > self.limit:
+                self._waiting += 1
                 self._cond.wait()
+                self._waiting -= 1
             self.used += n
 
     def release(self, n: int) -> None:
         with self._cond:
             self.used -= n
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
 
 
 @dataclass
@@ -68,6 +81,8 @@ class BlobWriter:
         self.config = vault.config
         cores = os.cpu_count() or 2
         self.pool = ThreadPoolExecutor(workers or cores, thread_name_prefix="store")
+        self.uploads = ThreadPoolExecutor(2, thread_name_prefix="upload")
+        self._upload_slots = threading.Semaphore(UPLOAD_QUEUE)
         self.budget = ByteBudget(max(64 << 20, 4 * self.config.chunk_max))
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()
@@ -91,10 +106,39 @@ class BlobWriter:
             )
         return cdc
 
-    def chunks(self, stream: BinaryIO) -> Iterator[bytes]:
-        """Content-defined chunks of a stream, each an independent bytes copy."""
-        for chunk in self._chunker().cut_stream(stream):
-            yield bytes(chunk.data)
+    def chunks(self, stream: Readable) -> Iterator[memoryview]:
+        """Content-defined chunks of a stream, as views into large read blocks.
+
+        Blocks are read with ``readinto`` (no GIL, no extra copy) and cut in
+        place; only the unfinished last chunk of a block is copied into the
+        next one. A view keeps its block alive until the chunk is stored.
+        """
+        cdc = self._chunker()
+        block = max(READ_BLOCK, 2 * self.config.chunk_max)
+        carry: memoryview | None = None
+        while True:
+            start = len(carry) if carry is not None else 0
+            buf = bytearray(start + block)
+            view = memoryview(buf)
+            if carry is not None:
+                view[:start] = carry
+            filled = start
+            while filled < len(buf):
+                n = stream.readinto(view[filled:])
+                if not n:
+                    break
+                filled += n
+            eof = filled < len(buf)
+            last: memoryview | None = None
+            for chunk in cdc.cut_buf(view[:filled]):
+                if last is not None:
+                    yield last
+                last = chunk.data
+            if eof:
+                if last is not None:
+                    yield last
+                return
+            carry = last
 
     def chunk_buffer(self, data: bytes) -> Iterator[memoryview]:
         for chunk in self._chunker().cut_buf(data):
@@ -109,8 +153,9 @@ class BlobWriter:
     def add(self, data: bytes | memoryview, blob_type: BlobType = BlobType.DATA) -> bytes:
         """Store a blob unless the vault already has it; returns its id.
 
-        Hashing runs in the caller's thread; compression, encryption and the
-        write run in the store pool.
+        Hashing runs in the caller's thread. Small blobs are compressed and
+        sealed there too (a hand-off costs more than the work); larger ones
+        go to the store pool.
         """
         self._check()
         blob_id = self.cipher.blob_id(data)
@@ -119,6 +164,9 @@ class BlobWriter:
                 return blob_id
             self._pending.add(blob_id)
         size = len(data)
+        if size < INLINE_STORE:
+            self._store(blob_id, blob_type, data)
+            return blob_id
         self.budget.acquire(size)
         future = self.pool.submit(self._store, blob_id, blob_type, data)
         with self._lock:
@@ -129,13 +177,16 @@ class BlobWriter:
     def _done(self, size: int) -> Callable[[Future[None]], None]:
         def callback(future: Future[None]) -> None:
             self.budget.release(size)
-            with self._lock:
-                self._futures.discard(future)
-            exc = future.exception()
-            if exc is not None and self._error is None:
-                self._error = exc
+            self._settle(future)
 
         return callback
+
+    def _settle(self, future: Future[None]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+        exc = future.exception()
+        if exc is not None and self._error is None:
+            self._error = exc
 
     def _compressor(self) -> zstandard.ZstdCompressor:
         cctx: zstandard.ZstdCompressor | None = getattr(self._local, "cctx", None)
@@ -163,9 +214,22 @@ class BlobWriter:
             if pack.size >= self.config.pack_size:
                 full = self._open.pop(blob_type)
         if full is not None:
-            self._write_pack(full)
+            self._queue_pack(full)
+
+    def _queue_pack(self, pack: PackBuilder) -> None:
+        self._upload_slots.acquire()
+        future = self.uploads.submit(self._write_pack, pack)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._uploaded)
+
+    def _uploaded(self, future: Future[None]) -> None:
+        self._upload_slots.release()
+        self._settle(future)
 
     def _write_pack(self, pack: PackBuilder) -> None:
+        if self._error is not None:
+            return
         name, data = pack.finish(self.cipher)
         self.vault.backend.put(pack_path(name), data)
         with self._lock:
@@ -173,25 +237,30 @@ class BlobWriter:
             self.stats.bytes_stored += len(data)
             self.stats.packs += 1
 
+    def _wait_all(self) -> None:
+        while True:
+            with self._lock:
+                waiting = list(self._futures)
+            if not waiting:
+                return
+            for future in waiting:
+                future.exception()
+
     def flush(self) -> str | None:
         """Wait for every blob, write the open packs, then one index file.
 
         Returns the index file's name, or None when nothing new was written.
         After this, every blob added so far is in the vault's index.
         """
-        while True:
-            with self._lock:
-                waiting = list(self._futures)
-            if not waiting:
-                break
-            for future in waiting:
-                future.exception()
+        self._wait_all()
         self._check()
         with self._lock:
             remaining = [p for p in self._open.values() if len(p)]
             self._open = {}
         for pack in remaining:
-            self._write_pack(pack)
+            self._queue_pack(pack)
+        self._wait_all()
+        self._check()
         if not self._written:
             return None
         written, self._written = self._written, {}
@@ -205,6 +274,7 @@ class BlobWriter:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.uploads.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> BlobWriter:
         return self
