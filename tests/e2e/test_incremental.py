@@ -83,10 +83,10 @@ def test_unchanged_rebackup_adds_almost_nothing_and_reads_no_file_contents(
     assert second["files_read"] == 0
     assert second["bytes_read"] == 0
     assert second["files_unchanged"] == second["files"] == first["files"]
-    # Not zero: trees record atime, which the first backup's reads moved, so the second
-    # rewrites the (small) tree blobs: at most one per folder in the point (the walked ones,
-    # those above the source, and the root); no content blob is new.
-    assert second["blobs_added"] <= second["dirs"] + len(source.parts) - 1
+    # Reading moved atimes, which trees do not record, so every walked folder's tree
+    # is unchanged. Only the folders above the source may differ (this test writes
+    # files beside the source between backups, which moves their mtime).
+    assert second["blobs_added"] <= len(source.parts)
     assert second["bytes_added"] < 64 * 1024
     # Starting Python and importing reprieve reads ~4 MB of modules; measure that with a
     # command that touches no source file, and allow the second backup little beyond it.

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from pyfastcdc import FastCDC
 
 from reprieve.vault.backends.local import LocalBackend
+from reprieve.vault.crypto import MasterKey
 from reprieve.vault.keys import Secret
 from reprieve.vault.repository import Vault
 from reprieve.vault.writer import BlobWriter
@@ -195,17 +196,17 @@ def test_different_chunker_seeds_cut_the_same_data_differently(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyfastcdc XORs the seed into its gear table and its masks test only hash bits "
-    "0-47, so seed bits 48-62 never change a cut: MasterKey's 63-bit chunker_seed keys "
-    "chunking with 48 bits",
-)
 def test_every_bit_of_the_chunker_seed_changes_the_cuts() -> None:
     data = make_data("random", 1, 256 * 1024)
     seed = 0x0000_1234_5678_9ABC
     reference = [o for o, _ in cuts(small_chunker(seed), data)]
     assert all(
         [o for o, _ in cuts(small_chunker(seed ^ (1 << bit)), data)] != reference
-        for bit in range(63)
+        for bit in range(48)
     )
+
+
+def test_generated_chunker_seeds_use_exactly_the_bits_fastcdc_reads() -> None:
+    seeds = {MasterKey.generate().chunker_seed for _ in range(64)}
+    assert all(0 < s < 2**48 for s in seeds)
+    assert len(seeds) == 64

@@ -72,7 +72,6 @@ def node_from_stat(name: bytes, st: os.stat_result) -> Node | None:
         uid=st.st_uid,
         gid=st.st_gid,
         mtime_ns=st.st_mtime_ns,
-        atime_ns=st.st_atime_ns,
         ctime_ns=st.st_ctime_ns,
         size=st.st_size if ntype is NodeType.FILE else 0,
         inode=st.st_ino,
@@ -299,7 +298,7 @@ def backup_paths(
     walker = FileWalker(vault, writer, excludes, progress)
     try:
         root_old = (
-            Node(b"", NodeType.DIR, 0, 0, 0, 0, 0, 0, subtree=parent_tree)
+            Node(b"", NodeType.DIR, 0, 0, 0, 0, 0, subtree=parent_tree)
             if parent_tree is not None
             else None
         )

@@ -48,7 +48,7 @@ def _apply_meta(path: bytes, node: Node) -> None:
         os.chown(path, node.uid, node.gid, follow_symlinks=follow)
     if follow:
         os.chmod(path, node.mode)
-    os.utime(path, ns=(node.atime_ns, node.mtime_ns), follow_symlinks=follow)
+    os.utime(path, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=follow)
 
 
 class Restorer:

@@ -8,10 +8,14 @@ an unchanged directory encodes to the same bytes and so the same blob id,
 which lets an unchanged subtree cost nothing in a new point.
 
 Node keys: ``n`` name, ``t`` type, ``m`` permission bits, ``u``/``g`` owner
-ids, ``mt``/``at``/``ct`` mtime, atime, ctime in ns, ``s`` size, ``i``/``d``
+ids, ``mt``/``ct`` mtime and ctime in ns, ``s`` size, ``i``/``d``
 inode and device (change detection and hard links), ``c`` content blob ids,
 ``sub`` subtree id, ``l`` symlink target, ``r`` device number, ``h`` path of
 the first hard link to the same inode in this point, ``sp`` sparse.
+
+Access times are not recorded (as borg does by default): reading a file
+moves its atime, and recording it would rewrite every tree blob whose files
+were read since the last backup. Restore sets atime to mtime.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ class Node:
     uid: int
     gid: int
     mtime_ns: int
-    atime_ns: int
     ctime_ns: int
     size: int = 0
     inode: int = 0
@@ -62,7 +65,6 @@ class Node:
             "u": self.uid,
             "g": self.gid,
             "mt": self.mtime_ns,
-            "at": self.atime_ns,
             "ct": self.ctime_ns,
             "s": self.size,
             "i": self.inode,
@@ -91,7 +93,6 @@ class Node:
             uid=m["u"],
             gid=m["g"],
             mtime_ns=m["mt"],
-            atime_ns=m["at"],
             ctime_ns=m["ct"],
             size=m["s"],
             inode=m["i"],
