@@ -1,11 +1,11 @@
 """Restore a files point into a folder, with content and metadata.
 
-Folders are created first; file contents are written by a small pool (each
-blob is authenticated and re-hashed on the way); hard links, then folder
-metadata (deepest first, so writing children does not disturb a parent's
-times) come last. A file whose blobs are damaged is not left behind
-half-written: it is removed and named in the error, and the restore of the
-other files goes on.
+Folders are created first; small files are written in the walking thread
+and large ones by a small pool (each blob is authenticated and re-hashed on
+the way); hard links, then folder metadata (deepest first, so writing
+children does not disturb a parent's times) come last. A file whose blobs
+are damaged is not left behind half-written: it is removed and named in the
+error, and the restore of the other files goes on.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,20 @@ from reprieve.engine.progress import NullProgress, Progress
 from reprieve.errors import DamageError, StorageError, UsageError
 from reprieve.vault.repository import Vault
 from reprieve.vault.tree import Node, NodeType
+
+INLINE_WRITE = 1024 * 1024
+
+
+def _run_now(func: Callable[[bytes, Node], None], path: bytes, node: Node) -> Future[None]:
+    """Run ``func`` in this thread, with its outcome in a Future like the pool's."""
+    future: Future[None] = Future()
+    try:
+        func(path, node)
+    except Exception as exc:
+        future.set_exception(exc)
+    else:
+        future.set_result(None)
+    return future
 
 
 @dataclass
@@ -59,7 +73,7 @@ class Restorer:
         includes: Sequence[str] = (),
         overwrite: bool = False,
         progress: Progress | None = None,
-        workers: int = 4,
+        workers: int = 2,
     ) -> None:
         self.vault = vault
         self.target = os.fsencode(target.absolute())
@@ -150,7 +164,11 @@ class Restorer:
             if node.hardlink is not None:
                 self._links.append((path, node))
                 return
-            self._writes.append((path, self.pool.submit(self._write_file, path, node)))
+            if node.size <= INLINE_WRITE:
+                # Small files cost more to hand to a thread than to write here.
+                self._writes.append((path, _run_now(self._write_file, path, node)))
+            else:
+                self._writes.append((path, self.pool.submit(self._write_file, path, node)))
             return
         if node.type is NodeType.SYMLINK:
             os.symlink(node.target or b"", path)
