@@ -7,6 +7,7 @@ the single place that turns them into one line on stderr and an exit code
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 
@@ -33,6 +34,22 @@ cli.add_command(forget.forget)
 cli.add_command(forget.prune)
 
 
+def _limit_malloc_arenas() -> None:
+    """Cap glibc at two malloc arenas.
+
+    Every worker thread otherwise gets an arena of its own that keeps the
+    large buffers it freed: with packs and read blocks of 16 MiB, that alone
+    added about 90 MiB of resident memory to a backup (measured on 1 GiB).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def _fail(message: str, code: int) -> None:
     click.echo(f"reprieve: {message}", err=True)
     sys.exit(code)
@@ -43,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("REPRIEVE_DEBUG") == "1"
     # --debug is accepted anywhere on the line, not only before the command.
     args = [a for a in args if a != "--debug"]
+    _limit_malloc_arenas()
     try:
         code = cli.main(args=args, prog_name="reprieve", standalone_mode=False)
     except click.exceptions.Exit as exc:

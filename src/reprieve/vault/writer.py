@@ -34,7 +34,7 @@ MIN_SAVING = 0.03
 READ_BLOCK = 16 * 1024 * 1024
 # Full packs waiting for (or in) upload; bounds memory while fsync and
 # network writes overlap with chunking and compression.
-UPLOAD_QUEUE = 4
+UPLOAD_QUEUE = 2
 INLINE_STORE = 128 * 1024
 
 
@@ -83,7 +83,7 @@ class BlobWriter:
         self.pool = ThreadPoolExecutor(workers or cores, thread_name_prefix="store")
         self.uploads = ThreadPoolExecutor(2, thread_name_prefix="upload")
         self._upload_slots = threading.Semaphore(UPLOAD_QUEUE)
-        self.budget = ByteBudget(max(64 << 20, 4 * self.config.chunk_max))
+        self.budget = ByteBudget(max(32 << 20, 2 * self.config.chunk_max))
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()
         self._open: dict[int, PackBuilder] = {}
