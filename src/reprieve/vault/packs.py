@@ -29,6 +29,8 @@ HEADER_AAD = b"pack-header"
 RECORD = struct.Struct("<32sBBII")
 TRAILER = struct.Struct("<I4s")
 MAGIC = b"RPK1"
+# Enough for the header of a pack of ~1 MiB chunks in one read.
+HEADER_PROBE = 64 * 1024
 
 
 class BlobType(IntEnum):
@@ -105,9 +107,9 @@ def parse_header(cipher: Cipher, name: str, tail: bytes, file_size: int) -> list
 
 
 def read_header(backend: Backend, cipher: Cipher, name: str, size: int) -> list[BlobEntry]:
-    """A pack's entries, read from its end: one read, two for very long headers."""
+    """A pack's entries, read from its end: one read, two for long headers."""
     path = pack_path(name)
-    tail = backend.get_range(path, max(0, size - (1 << 20)), 1 << 20)
+    tail = backend.get_range(path, max(0, size - HEADER_PROBE), HEADER_PROBE)
     if len(tail) >= TRAILER.size:
         span = TRAILER.unpack_from(tail, len(tail) - TRAILER.size)[0] + TRAILER.size
         if len(tail) < span <= size:

@@ -36,6 +36,7 @@ READ_BLOCK = 16 * 1024 * 1024
 # network writes overlap with chunking and compression.
 UPLOAD_QUEUE = 2
 INLINE_STORE = 128 * 1024
+PROBE = 64 * 1024
 
 
 class Readable(Protocol):
@@ -194,13 +195,19 @@ class BlobWriter:
             cctx = self._local.cctx = zstandard.ZstdCompressor(level=self.config.zstd_level)
         return cctx
 
+    def _worth_compressing(self, data: bytes | memoryview) -> bool:
+        """Probe the head of a large blob: random data is stored without a full try."""
+        if len(data) <= 4 * PROBE:
+            return True
+        return len(self._compressor().compress(data[:PROBE])) < PROBE * (1 - MIN_SAVING)
+
     def _store(self, blob_id: bytes, blob_type: BlobType, data: bytes | memoryview) -> None:
         if self._error is not None:
             return
         raw = len(data)
         flags = Compression.NONE
         payload: bytes | memoryview = data
-        if raw >= 64:
+        if raw >= 64 and self._worth_compressing(data):
             packed = self._compressor().compress(data)
             if len(packed) < raw * (1 - MIN_SAVING):
                 payload, flags = packed, Compression.ZSTD
