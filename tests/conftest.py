@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from seaweed import Seaweed, start_seaweed
 
 PASSWORD = "correct horse battery staple"
 # Small Argon2id memory keeps each command's start fast; the format is the same.
@@ -69,3 +71,35 @@ def vault(tmp_path: Path) -> Path:
     location = tmp_path / "vault"
     ok("vault", "init", "--vault", location, *FAST_KDF)
     return location
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """One real SeaweedFS S3 gateway for the whole run."""
+    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """AWS settings for the test gateway, also set in this process."""
+    for key, value in seaweed.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return seaweed.env
+
+
+@pytest.fixture
+def s3_bucket(s3_env: dict[str, str], request: pytest.FixtureRequest) -> str:
+    """A new, empty bucket named after the test."""
+    import boto3
+
+    name = "t-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:20]
+    boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def seaweed_endpoint(seaweed: Seaweed) -> str:
+    return seaweed.endpoint

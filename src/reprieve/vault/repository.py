@@ -88,9 +88,16 @@ def _config_mac(master: MasterKey, body: bytes) -> str:
 
 
 def backend_for(location: str) -> Backend:
+    if location.startswith("s3://"):
+        from reprieve.vault.backends.s3 import S3Backend  # boto3 is slow to import
+
+        return S3Backend(location)
     if "://" in location:
-        raise UsageError(f"unsupported vault location {location!r}; give a local folder")
-    return LocalBackend(Path(location).absolute())
+        raise UsageError(f"unsupported vault location {location!r}; give a folder or s3://")
+    path = Path(location).absolute()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"vault location {location} is a file, not a folder")
+    return LocalBackend(path)
 
 
 _decompressors = threading.local()

@@ -1,0 +1,169 @@
+"""A vault in an S3-compatible bucket (AWS S3, Ceph, MinIO, SeaweedFS).
+
+Location: ``s3://bucket/prefix?endpoint=URL&region=R&profile=P``. Anything
+not in the URL comes from the usual AWS configuration (environment,
+profiles, ``AWS_ENDPOINT_URL``), so one command can talk to two services.
+
+A PUT is atomic in S3: readers see the whole object or nothing, which is
+the backend contract. Retries with backoff for 5xx answers, throttling,
+resets, and timeouts are botocore's "standard" mode; what still fails is
+translated into reprieve errors here, at the boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ProfileNotFound,
+)
+
+from reprieve.errors import NotFoundError, ReprieveError, StorageError, UsageError, WrongKeyError
+
+_CREDENTIAL_ERRORS = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "InvalidToken",
+    "ExpiredToken",
+}
+
+
+def parse_s3_url(url: str) -> tuple[str, str, dict[str, str]]:
+    """(bucket, prefix, options) of ``s3://bucket/prefix?option=value``."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise UsageError(f"bad S3 vault location {url!r}; use s3://bucket/prefix")
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(options) - {"endpoint", "region", "profile"}
+    if unknown:
+        raise UsageError(
+            f"unknown option {sorted(unknown)[0]!r} in {url}; use endpoint, region, profile"
+        )
+    return parts.netloc, parts.path.strip("/"), options
+
+
+class S3Backend:
+    def __init__(self, url: str) -> None:
+        self.bucket, self.prefix, options = parse_s3_url(url)
+        self.location = url.split("?", 1)[0]
+        try:
+            session = boto3.Session(
+                profile_name=options.get("profile"), region_name=options.get("region")
+            )
+        except ProfileNotFound as exc:
+            raise UsageError(f"AWS profile {options.get('profile')!r} not found") from exc
+        self.client: Any = session.client(
+            "s3",
+            endpoint_url=options.get("endpoint"),
+            config=Config(
+                retries={"mode": "standard", "max_attempts": 8},
+                max_pool_connections=16,
+                connect_timeout=10,
+                read_timeout=60,
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _translate(self, exc: Exception, what: str, name: str = "") -> ReprieveError:
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return NotFoundError(f"{name} is missing from the vault at {self.location}")
+            if code == "NoSuchBucket":
+                return NotFoundError(f"bucket {self.bucket} does not exist; create it first")
+            if code in _CREDENTIAL_ERRORS:
+                return WrongKeyError(
+                    f"S3 refused the credentials for bucket {self.bucket} ({code}); "
+                    "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or the profile"
+                )
+            return StorageError(f"{what} {self.location}: S3 answered {code or exc}")
+        if isinstance(exc, NoCredentialsError):
+            return WrongKeyError("no AWS credentials found; set AWS_ACCESS_KEY_ID and friends")
+        if isinstance(exc, EndpointConnectionError):
+            return StorageError(f"cannot reach the S3 endpoint for {self.location}: {exc}")
+        return StorageError(f"{what} {self.location}: {exc}")
+
+    def get(self, name: str) -> bytes:
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(name))[
+                "Body"
+            ].read()
+            return body
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "reading from", name) from exc
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        span = f"bytes=-{-offset}" if offset < 0 else f"bytes={offset}-{offset + length - 1}"
+        try:
+            body: bytes = self.client.get_object(
+                Bucket=self.bucket, Key=self._key(name), Range=span
+            )["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""
+            raise self._translate(exc, "reading from", name) from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "reading from", name) from exc
+        return body[:length]
+
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=bytes(data))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "writing to", name) from exc
+
+    def delete(self, name: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "deleting from", name) from exc
+
+    def _head(self, name: str) -> dict[str, Any] | None:
+        try:
+            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=self._key(name))
+            return head
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._translate(exc, "reading from", name) from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "reading from", name) from exc
+
+    def exists(self, name: str) -> bool:
+        return self._head(name) is not None
+
+    def size(self, name: str) -> int:
+        head = self._head(name)
+        if head is None:
+            raise NotFoundError(f"{name} is missing from the vault at {self.location}")
+        return int(head["ContentLength"])
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        base = self._key(prefix)
+        if base and not base.endswith("/"):
+            base += "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][strip:], int(obj["Size"])
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "listing", prefix) from exc
