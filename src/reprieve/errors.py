@@ -3,7 +3,8 @@
 The tree::
 
     ReprieveError                     exit 1  failure
-    ├── StorageError                  exit 1  backend I/O failed (disk full, permission, network)
+    ├── StorageError                  exit 1  backend I/O failed (permission, network)
+    │   └── DiskFullError             exit 1  no space left on the vault's device
     ├── UsageError                    exit 2  bad arguments or configuration
     ├── DamageError                   exit 3  damaged or tampered vault objects
     │   └── DamageFound               exit 3  `check` found damage (carries the report)
@@ -22,7 +23,7 @@ translated at the boundary into these, raised ``from`` the original.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 
 class ReprieveError(Exception):
@@ -31,10 +32,9 @@ class ReprieveError(Exception):
     exit_code: ClassVar[int] = 1
     template: ClassVar[str] = "{detail}"
 
-    def __init__(self, detail: str = "", **fields: Any) -> None:
+    def __init__(self, detail: str = "") -> None:
         self.detail = detail
-        self.fields = fields
-        super().__init__(self.template.format(detail=detail, **fields))
+        super().__init__(self.template.format(detail=detail))
 
 
 class StorageError(ReprieveError):

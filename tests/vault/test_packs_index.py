@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from reprieve.errors import DamageError
 from reprieve.vault.backends.local import LocalBackend
 from reprieve.vault.check import check_vault
-from reprieve.vault.crypto import MasterKey, blob_aad, content_name
+from reprieve.vault.crypto import Cipher, MasterKey, blob_aad, content_name
 from reprieve.vault.index import INDEX_AAD, decode_index, encode_index
 from reprieve.vault.keys import Secret
 from reprieve.vault.packs import (
@@ -235,7 +235,7 @@ def test_index_file_does_not_open_with_another_vaults_key(
     vault: Vault, packs: dict[str, list[BlobEntry]]
 ) -> None:
     name, data = encode_index(vault.cipher, packs)
-    stranger = MasterKey.generate().cipher()
+    stranger = Cipher(MasterKey.generate())
 
     with pytest.raises(DamageError):
         decode_index(stranger, name, data)

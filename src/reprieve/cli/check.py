@@ -16,6 +16,7 @@ from reprieve.cli.common import (
 )
 from reprieve.errors import DamageFound
 from reprieve.vault.check import check_vault
+from reprieve.vault.locks import LockKind, VaultLock
 
 
 @click.command()
@@ -32,7 +33,9 @@ def check(
 ) -> None:
     """Verify structure, index and trees; exit 3 when damage is found."""
     vault = open_vault(vault_location, password_file, key_file)
-    report = check_vault(vault, read_data, progress_for(as_json, "check"))
+    # Shared: backups may go on, but no prune may delete what is being read.
+    with VaultLock(vault.backend, LockKind.SHARED, "check"):
+        report = check_vault(vault, read_data, progress_for(as_json, "check"))
 
     def human() -> None:
         for line in report.warnings:

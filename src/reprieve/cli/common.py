@@ -25,7 +25,7 @@ def vault_option(func: F) -> F:
         envvar="REPRIEVE_VAULT",
         required=True,
         metavar="LOCATION",
-        help="Vault folder (or REPRIEVE_VAULT).",
+        help="Vault folder or s3://bucket/prefix (or set REPRIEVE_VAULT).",
     )(func)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from reprieve.cli.common import (
     secret_options,
     vault_option,
 )
+from reprieve.errors import NotFoundError
 from reprieve.policy.retention import RetentionRules, apply_retention, parse_duration
 from reprieve.vault.locks import LockKind, VaultLock
 from reprieve.vault.points import Point
@@ -25,8 +27,10 @@ from reprieve.vault.prune import plan_prune, run_prune
 from reprieve.vault.repository import Vault
 
 
-def _prune(vault: Vault, dry_run: bool, as_json: bool) -> dict[str, Any]:
-    plan = plan_prune(vault)
+def _prune(
+    vault: Vault, dry_run: bool, as_json: bool, forgetting: Collection[str] = ()
+) -> dict[str, Any]:
+    plan = plan_prune(vault, forgetting)
     if not dry_run:
         run_prune(vault, plan, progress_for(as_json, "prune"))
     return {**plan.to_json(), "dry_run": dry_run}
@@ -90,6 +94,8 @@ def forget(
         groups: dict[str, list[Point]] = {}
         for point in vault.points(resource):
             groups.setdefault(point.resource, []).append(point)
+        if resource is not None and not groups:
+            raise NotFoundError(f"resource {resource!r} has no points in this vault")
         results: list[dict[str, Any]] = []
         for name, group in sorted(groups.items()):
             decision = apply_retention(group, rules, now)
@@ -107,7 +113,9 @@ def forget(
             )
         doc: dict[str, Any] = {"dry_run": dry_run, "resources": results}
         if and_prune:
-            doc["prune"] = _prune(vault, dry_run, as_json)
+            # A dry run has forgotten nothing yet: plan as if it had.
+            forgotten = {p for r in results for p in r["remove"]} if dry_run else set()
+            doc["prune"] = _prune(vault, dry_run, as_json, forgotten)
 
     def human() -> None:
         verb = "would forget" if dry_run else "forgot"

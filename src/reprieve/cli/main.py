@@ -61,12 +61,14 @@ def main(argv: list[str] | None = None) -> None:
     # --debug is accepted anywhere on the line, not only before the command.
     args = [a for a in args if a != "--debug"]
     _limit_malloc_arenas()
+    # Trees are walked recursively; paths (PATH_MAX 4096) cannot nest deeper.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 12_000))
     try:
         code = cli.main(args=args, prog_name="reprieve", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        _fail("aborted", 130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _fail("interrupted; the vault is consistent, rerun to finish", 130)
     except click.ClickException as exc:
         if debug:
             raise
@@ -75,8 +77,6 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted; the vault is consistent, rerun to finish", 130)
     except MemoryError:
         _fail("out of memory", 1)
     except Exception as exc:

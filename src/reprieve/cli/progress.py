@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import threading
 
 from rich.console import Console
@@ -37,6 +38,8 @@ class RichProgress:
     def start(self, label: str, total_bytes: int | None = None) -> None:
         self._bar.update(self._task, description=label, total=total_bytes)
         self._bar.start()
+        # Stopped even when the command fails, before its error line.
+        atexit.register(self.finish)
 
     def advance(self, nbytes: int = 0, files: int = 0) -> None:
         with self._lock:

@@ -15,7 +15,7 @@ from reprieve.cli.common import (
     secret_options,
     vault_option,
 )
-from reprieve.engine.backup import restore_files
+from reprieve.engine.restore import restore_files
 
 
 @click.command()

@@ -80,7 +80,7 @@ def show(
     def human() -> None:
         for key in ("vault", "id", "region", "created", "points"):
             click.echo(f"{key:8} {doc[key]}")
-        click.echo(f"{'size':8} {human_bytes(int(str(doc['bytes'])))}")
+        click.echo(f"{'size':8} {human_bytes(sum(sizes.values()))}")
 
     emit(as_json, doc, human)
 

@@ -1,4 +1,4 @@
-"""Backup and restore jobs for the files source.
+"""The backup job for the files source.
 
 A backup job takes the vault's shared lock, finds the resource's newest
 point as the parent (so unchanged files are not read), streams the paths
@@ -8,17 +8,16 @@ through the blob writer, writes the index, and saves the point last.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from reprieve.engine.progress import Progress
 from reprieve.errors import UsageError
 from reprieve.sources.files import BackupStats, backup_paths
-from reprieve.sources.files_restore import Restorer, RestoreStats
 from reprieve.vault.locks import LockKind, VaultLock
 from reprieve.vault.points import Point
 from reprieve.vault.repository import Vault
@@ -42,6 +41,7 @@ class BackupResult:
             "bytes": self.stats.bytes,
             "files_read": self.stats.files_read,
             "files_unchanged": self.stats.files_unchanged,
+            "skipped": self.stats.skipped,
             "bytes_read": self.stats.bytes_read,
             "bytes_added": self.point.stats["bytes_added"],
             "blobs_added": self.written.blobs_new,
@@ -51,9 +51,14 @@ class BackupResult:
         }
 
 
+RESOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 def check_resource_name(resource: str) -> None:
-    if not resource or "/" in resource or resource.startswith("."):
-        raise UsageError(f"invalid resource name {resource!r}; use letters, digits, - and _")
+    if not RESOURCE_NAME.fullmatch(resource):
+        raise UsageError(
+            f"invalid resource name {resource!r}; use letters, digits, '.', '-' and '_'"
+        )
 
 
 def backup_files(
@@ -96,21 +101,3 @@ def backup_files(
         )
         vault.save_point(point)
     return BackupResult(point, stats, writer.stats, time.monotonic() - started)
-
-
-def restore_files(
-    vault: Vault,
-    point: Point,
-    target: Path,
-    includes: Sequence[str] = (),
-    overwrite: bool = False,
-    progress: Progress | None = None,
-) -> RestoreStats:
-    if point.kind != "files":
-        raise UsageError(f"point {point.short_id} is a {point.kind} point, not files")
-    if progress is not None:
-        progress.start("restore", int(point.stats.get("bytes", 0)))
-    stats = Restorer(vault, target, includes, overwrite, progress).run(point.tree)
-    if progress is not None:
-        progress.finish()
-    return stats

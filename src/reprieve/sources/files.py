@@ -129,11 +129,11 @@ class FileWalker:
             data = f.read()
         return ([self.writer.add(data)] if data else []), len(data)
 
-    def _read_large(self, path: bytes) -> tuple[list[bytes], int]:
+    def _read_large(self, path: bytes, size: int) -> tuple[list[bytes], int]:
         ids = []
         total = 0
         with open(path, "rb", buffering=0) as f:
-            for chunk in self.writer.chunks(f):
+            for chunk in self.writer.chunks(f, size):
                 ids.append(self.writer.add(chunk))
                 total += len(chunk)
                 self.progress.advance(len(chunk))
@@ -182,7 +182,11 @@ class FileWalker:
         if node.type is NodeType.DIR:
             self._walk_dir(path, rel, node, old)
         elif node.type is NodeType.SYMLINK:
-            node.target = os.readlink(path)
+            try:
+                node.target = os.readlink(path)
+            except OSError as exc:  # replaced or removed since the lstat
+                self.stats.errors.append(f"{os.fsdecode(path)}: {exc.strerror or exc}")
+                pend.nodes.remove(node)
         elif node.type is NodeType.FILE:
             self._file(path, rel, node, old, st, pend)
 
@@ -219,7 +223,7 @@ class FileWalker:
             self.stats.bytes_read += node.size
             self.progress.advance(node.size, files=1)
         else:
-            pend.reads.append((path, node, self.readers.submit(self._read_large, path)))
+            pend.reads.append((path, node, self.readers.submit(self._read_large, path, node.size)))
             self.progress.advance(files=1)
 
     def _walk_dir(self, path: bytes, rel: bytes, owner: Node | None, old: Node | None) -> None:
@@ -269,7 +273,10 @@ def _skeleton(paths: Sequence[str]) -> dict[bytes, Any]:
     """Nested dict of path components; a leaf (None) is walked in full."""
     root: dict[bytes, Any] = {}
     for p in paths:
-        absolute = os.path.abspath(os.fsencode(p))
+        given = os.path.abspath(os.fsencode(p))
+        # Folders above the path are resolved (they may be symlinks); the
+        # path itself is kept as it is, so a symlink there is backed up as one.
+        absolute = os.path.join(os.path.realpath(os.path.dirname(given)), os.path.basename(given))
         if not os.path.lexists(absolute):
             raise UsageError(f"{p} does not exist; check the path and rerun")
         parts = [c for c in absolute.split(b"/") if c]
@@ -328,7 +335,10 @@ def _walk_skeleton(
         if sub is None:
             walker._entry(child, child_rel, name, old_children.get(name), pend)
             continue
-        node = node_from_stat(name, os.lstat(child))
+        try:
+            node = node_from_stat(name, os.lstat(child))
+        except OSError as exc:
+            raise UsageError(f"cannot read {os.fsdecode(child)}: {exc.strerror}") from exc
         if node is None or node.type is not NodeType.DIR:
             raise UsageError(f"{os.fsdecode(child)} is not a folder")
         pend.nodes.append(node)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reprieve.engine.progress import NullProgress, Progress
-from reprieve.errors import DamageError, StorageError, UsageError
+from reprieve.errors import DamageError, NotFoundError, StorageError, UsageError
 from reprieve.vault.repository import Vault
 from reprieve.vault.tree import Node, NodeType
 
@@ -195,10 +195,12 @@ class Restorer:
                     offset += written
                 self.progress.advance(len(data))
             os.ftruncate(fd, node.size)
-        except DamageError:
+        except (DamageError, NotFoundError) as exc:
             # Removed here, not only in _collect: a damaged folder listing can
             # stop the restore before this file's result is ever collected.
             os.unlink(path)
+            if isinstance(exc, NotFoundError):
+                raise DamageError(str(exc)) from exc
             raise
         finally:
             os.close(fd)

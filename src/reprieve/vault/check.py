@@ -63,10 +63,12 @@ class Checker:
 
     def run(self) -> CheckReport:
         self._keys()
+        # Points first: a point saved while this check runs has its index
+        # written before it, so every listed point's blobs are in the index.
+        names = self.vault.point_names()
         index = self._index()
-        self.vault._index = index
         self._packs(index)
-        self._points()
+        self._points(names)
         return self.report
 
     def _keys(self) -> None:
@@ -82,7 +84,8 @@ class Checker:
                 self.report.errors.append(str(exc))
 
     def _index(self) -> Index:
-        index = self.vault.load_index()
+        self.vault.reload_index()
+        index = self.vault.index
         self.report.errors += list(index.damaged.values())
         return index
 
@@ -148,8 +151,8 @@ class Checker:
         if damaged:
             self.report.errors.append(f"pack {pack[:12]} is damaged: {'; '.join(damaged)}")
 
-    def _points(self) -> None:
-        for name in self.vault.point_names():
+    def _points(self, names: list[str]) -> None:
+        for name in names:
             try:
                 point = self.vault.load_point(name)
             except ReprieveError as exc:
@@ -196,10 +199,11 @@ def check_vault(vault: Vault, read_data: bool, progress: Progress | None = None)
 def rebuild_index(vault: Vault) -> dict[str, int]:
     """Replace every index file by one built from the packs' own headers.
 
-    The new index is written before the old files are deleted, so a kill
-    midway leaves both (which is valid). Packs whose header is damaged are
-    left out and counted; `check --read-data` names what they held.
+    A pack whose header is damaged keeps the entries the readable index
+    files have for it (its blobs may well be intact); it is counted, and
+    `check --read-data` names what it holds.
     """
+    known = vault.index.packs()
     packs: dict[str, list[BlobEntry]] = {}
     unreadable = 0
     for name, size in vault.backend.list("packs"):
@@ -208,10 +212,10 @@ def rebuild_index(vault: Vault) -> dict[str, int]:
             packs[pack] = read_header(vault.backend, vault.cipher, pack, size)
         except ReprieveError:
             unreadable += 1
-    old = [name for name, _ in vault.backend.list("index")]
-    new = vault.write_index(packs) if packs else None
-    for name in old:
-        if name != f"index/{new}":
-            vault.backend.delete(name)
-    vault._index = None
-    return {"packs": len(packs), "unreadable_packs": unreadable, "index_files_replaced": len(old)}
+            packs[pack] = [
+                BlobEntry(b, loc.type, loc.flags, loc.offset, loc.length, loc.raw_length)
+                for b, loc in known.get(pack, [])
+            ]
+    replaced = len(list(vault.backend.list("index")))
+    vault.replace_index({p: e for p, e in packs.items() if e})
+    return {"packs": len(packs), "unreadable_packs": unreadable, "index_files_replaced": replaced}

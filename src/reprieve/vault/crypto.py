@@ -62,9 +62,6 @@ class MasterKey:
             chunker_seed=secrets.randbits(48) or 1,
         )
 
-    def cipher(self) -> Cipher:
-        return Cipher(self)
-
 
 class Cipher:
     """Seals and opens envelopes and computes blob ids with one master key."""

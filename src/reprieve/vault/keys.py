@@ -95,6 +95,13 @@ class KeyWrapper:
 
 
 def _derive(secret: Secret, kdf: dict[str, Any]) -> bytes:
+    try:
+        return _derive_unchecked(secret, kdf)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DamageError(f"key derivation parameters {kdf!r} are unreadable") from exc
+
+
+def _derive_unchecked(secret: Secret, kdf: dict[str, Any]) -> bytes:
     salt = base64.b64decode(kdf["salt"])
     if kdf["name"] == "argon2id":
         return Argon2id(

@@ -15,6 +15,7 @@ been refreshed for 30 minutes; stale locks are removed on the way in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -25,11 +26,12 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from types import TracebackType
 
-from reprieve.errors import LockedError, NotFoundError
+from reprieve.errors import LockedError, NotFoundError, ReprieveError
 from reprieve.vault.backends.base import Backend
 
 STALE_AFTER = timedelta(minutes=30)
 REFRESH_EVERY = timedelta(minutes=5)
+RETRY_EVERY = timedelta(seconds=20)
 
 
 class LockKind(StrEnum):
@@ -130,9 +132,20 @@ class VaultLock:
         return self
 
     def _refresh(self) -> None:
-        while not self._stop.wait(REFRESH_EVERY.total_seconds()):
-            old, self.name = self.name, self._write()
-            self.backend.delete(old)
+        # A failed refresh is retried soon rather than ending the thread: a
+        # lock that stops being refreshed looks stale after 30 minutes, and
+        # another host's prune would then remove data this operation writes.
+        wait = REFRESH_EVERY.total_seconds()
+        while not self._stop.wait(wait):
+            try:
+                new = self._write()
+            except ReprieveError:
+                wait = RETRY_EVERY.total_seconds()
+                continue
+            old, self.name = self.name, new
+            with contextlib.suppress(ReprieveError):
+                self.backend.delete(old)
+            wait = REFRESH_EVERY.total_seconds()
 
     def __exit__(
         self,

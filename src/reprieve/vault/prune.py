@@ -18,18 +18,22 @@ exist; after it, nothing references the packs deleted in step 4.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from reprieve.engine.progress import NullProgress, Progress
 from reprieve.errors import DamageError
-from reprieve.vault.backends.local import LocalBackend
+from reprieve.vault.crypto import ENVELOPE_OVERHEAD
 from reprieve.vault.index import Location
-from reprieve.vault.packs import BlobEntry, PackBuilder, pack_path
+from reprieve.vault.packs import RECORD, TRAILER, BlobEntry, PackBuilder, pack_path
 from reprieve.vault.repository import Vault
 from reprieve.vault.tree import NodeType
 
 REPACK_BELOW = 0.5
+# Interrupted writes older than this are garbage; younger ones may belong to
+# a process that is just taking a lock.
+LEFTOVER_AGE = 15 * 60.0
 
 
 @dataclass
@@ -53,32 +57,42 @@ class PrunePlan:
         }
 
 
-def reachable_blobs(vault: Vault) -> set[bytes]:
+def reachable_blobs(vault: Vault, forgetting: Collection[str] = ()) -> set[bytes]:
+    """Every blob a point needs, except points in ``forgetting``.
+
+    Stops if any needed blob is not in the index: then some pack's contents
+    are unknown, and deleting "unreferenced" packs could delete live data.
+    """
     live: set[bytes] = set()
-    stack = []
-    for point in vault.points():
-        stack.append(point.tree)
+    stack = [p.tree for p in vault.points() if p.id not in forgetting]
     while stack:
         tree_id = stack.pop()
         if tree_id in live:
             continue
         if tree_id not in vault.index:
-            raise DamageError(f"tree {tree_id.hex()[:12]} is missing; prune stops")
+            raise DamageError(f"tree {tree_id.hex()[:12]} is not in the index; prune stops")
         live.add(tree_id)
         for node in vault.read_tree(tree_id):
             if node.type is NodeType.DIR and node.subtree is not None:
                 stack.append(node.subtree)
             live.update(node.content)
+    missing = next((b for b in live if b not in vault.index), None)
+    if missing is not None:
+        raise DamageError(
+            f"blob {missing.hex()[:12]} is needed but not in the index; prune stops "
+            "(`reprieve vault rebuild-index` may recover it)"
+        )
     return live
 
 
-def plan_prune(vault: Vault) -> PrunePlan:
+def plan_prune(vault: Vault, forgetting: Collection[str] = ()) -> PrunePlan:
+    """What prune would do, as if the points in ``forgetting`` were gone."""
     if vault.index.damaged:
         raise DamageError(
             f"index file {next(iter(vault.index.damaged))[:12]} is damaged; "
             "run `reprieve vault rebuild-index` before pruning"
         )
-    plan = PrunePlan(live=reachable_blobs(vault))
+    plan = PrunePlan(live=reachable_blobs(vault, forgetting))
     on_disk = {name.rsplit("/", 1)[-1]: size for name, size in vault.backend.list("packs")}
     plan.bytes_total = sum(on_disk.values())
     by_pack = vault.index.packs()
@@ -86,7 +100,7 @@ def plan_prune(vault: Vault) -> PrunePlan:
         size = on_disk.get(pack, 0)
         used = [(b, loc) for b, loc in blobs if b in plan.live]
         # Header and trailer count as used: repacking cannot shrink them.
-        overhead = size - sum(loc.length for _, loc in blobs)
+        overhead = ENVELOPE_OVERHEAD + TRAILER.size + RECORD.size * len(blobs)
         used_bytes = overhead + sum(loc.length for _, loc in used)
         if not used:
             plan.delete.append(pack)
@@ -139,15 +153,9 @@ def run_prune(vault: Vault, plan: PrunePlan, progress: Progress | None = None) -
         by_pack.setdefault(loc.pack, []).append(
             BlobEntry(blob_id, loc.type, loc.flags, loc.offset, loc.length, loc.raw_length)
         )
-    old_files = set(vault.index.files)
-    keep = vault.write_index(by_pack) if by_pack else None
-    for name in sorted(old_files - {keep}):
-        vault.backend.delete(f"index/{name}")
+    vault.replace_index(by_pack)
     for pack in plan.delete + plan.repack + plan.unindexed:
         vault.backend.delete(pack_path(pack))
-    if isinstance(vault.backend, LocalBackend):
-        for leftover in vault.backend.leftovers():
-            vault.backend.delete(leftover)
-    vault._index = None
+    vault.backend.remove_leftovers(LEFTOVER_AGE)
     plan.bytes_freed = plan.bytes_total - sum(size for _, size in vault.backend.list("packs"))
     progress.finish()

@@ -121,6 +121,7 @@ class Vault:
         self.cipher = Cipher(master)
         self.key_name = key_name
         self._index: Index | None = None
+        self.damaged_points: dict[str, str] = {}
         self._trees: OrderedDict[bytes, list[Node]] = OrderedDict()
         self._trees_lock = threading.Lock()
 
@@ -154,13 +155,22 @@ class Vault:
         except NotFoundError as exc:
             raise VaultNotFound(backend.location) from exc
         config, mac = VaultConfig.decode(raw)
-        for wrapper in cls.key_wrappers(backend):
-            master = unwrap(wrapper, secret)
+        # A damaged key file must not lock out the holders of the others.
+        broken: list[DamageError] = []
+        for name, _ in backend.list("keys"):
+            try:
+                wrapper = KeyWrapper.from_bytes(name.removeprefix("keys/"), backend.get(name))
+                master = unwrap(wrapper, secret)
+            except DamageError as exc:
+                broken.append(exc)
+                continue
             if master is None:
                 continue
             if not secrets.compare_digest(_config_mac(master, config.body()), mac):
                 raise DamageError("the vault's config fails its MAC (tampered or damaged)")
             return cls(backend, config, master, wrapper.name)
+        if broken:
+            raise broken[0]
         what = "password" if secret.kind == "passphrase" else "key file"
         raise WrongKeyError(f"wrong {what} for the vault at {backend.location}")
 
@@ -219,6 +229,23 @@ class Vault:
             index.files.add(file_name)
         return index
 
+    def reload_index(self) -> None:
+        """Forget the cached index; the next use reads the index files again."""
+        self._index = None
+
+    def replace_index(self, packs: dict[str, list[BlobEntry]]) -> None:
+        """Write one index file for ``packs``, then delete every other one.
+
+        The new file exists before any old one is deleted, so a kill midway
+        leaves both, which is valid: packs are immutable.
+        """
+        old = [name for name, _ in self.backend.list("index")]
+        new = f"index/{self.write_index(packs)}" if packs else None
+        for name in old:
+            if name != new:
+                self.backend.delete(name)
+        self.reload_index()
+
     def write_index(self, packs: dict[str, list[BlobEntry]]) -> str:
         name, data = encode_index(self.cipher, packs)
         self.backend.put(f"index/{name}", data)
@@ -242,8 +269,8 @@ class Vault:
         if loc is None:
             if self.index.damaged:
                 raise DamageError(
-                    f"blob {blob_id.hex()[:12]} is not in any readable index; "
-                    "run `reprieve vault rebuild-index`, then"
+                    f"blob {blob_id.hex()[:12]} is not in any readable index "
+                    "(`reprieve vault rebuild-index` may recover it)"
                 )
             raise DamageError(f"blob {blob_id.hex()[:12]} is missing from the index")
         data = self.backend.get_range(pack_path(loc.pack), loc.offset, loc.length)
@@ -274,8 +301,20 @@ class Vault:
         return decode_point(self.cipher, name, self.backend.get(f"points/{name}"))
 
     def points(self, resource: str | None = None) -> list[Point]:
-        """Every point, oldest first; optionally of one resource."""
-        found = [self.load_point(n) for n in self.point_names()]
+        """Every readable point, oldest first; optionally of one resource.
+
+        A point that fails authentication is skipped and named in
+        ``damaged_points``: it can never be restored (its tree id is
+        unreadable), so it must not block backups or listings of the others.
+        `check` reports it, and prune may free what only it referenced.
+        """
+        found = []
+        self.damaged_points = {}
+        for name in self.point_names():
+            try:
+                found.append(self.load_point(name))
+            except DamageError as exc:
+                self.damaged_points[name] = str(exc)
         found = [p for p in found if resource is None or p.resource == resource]
         return sorted(found, key=lambda p: (p.time, p.id))
 

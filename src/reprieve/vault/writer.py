@@ -107,7 +107,7 @@ class BlobWriter:
             )
         return cdc
 
-    def chunks(self, stream: Readable) -> Iterator[memoryview]:
+    def chunks(self, stream: Readable, size_hint: int | None = None) -> Iterator[memoryview]:
         """Content-defined chunks of a stream, as views into large read blocks.
 
         Blocks are read with ``readinto`` (no GIL, no extra copy) and cut in
@@ -116,10 +116,14 @@ class BlobWriter:
         """
         cdc = self._chunker()
         block = max(READ_BLOCK, 2 * self.config.chunk_max)
+        # A file smaller than a block gets a buffer its size (plus one byte to
+        # see the end): many mid-sized files must not pin a full block each.
+        size = block if size_hint is None else max(64 * 1024, min(block, size_hint + 1))
         carry: memoryview | None = None
         while True:
             start = len(carry) if carry is not None else 0
-            buf = bytearray(start + block)
+            buf = bytearray(start + size)
+            size = block
             view = memoryview(buf)
             if carry is not None:
                 view[:start] = carry
@@ -185,6 +189,8 @@ class BlobWriter:
     def _settle(self, future: Future[None]) -> None:
         with self._lock:
             self._futures.discard(future)
+        if future.cancelled():
+            return
         exc = future.exception()
         if exc is not None and self._error is None:
             self._error = exc
@@ -251,7 +257,8 @@ class BlobWriter:
             if not waiting:
                 return
             for future in waiting:
-                future.exception()
+                if not future.cancelled():
+                    future.exception()
 
     def flush(self) -> str | None:
         """Wait for every blob, write the open packs, then one index file.

@@ -36,3 +36,7 @@ class Backend(Protocol):
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         """(name, size) of every complete object under ``prefix``."""
         ...
+
+    def remove_leftovers(self, older_than_s: float) -> int:
+        """Remove debris of interrupted writes older than that; returns the count."""
+        ...

@@ -8,10 +8,11 @@ name, and fsyncs the folder, so a crash leaves either the whole object or a
 
 from __future__ import annotations
 
-import builtins
+import contextlib
 import errno
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,14 @@ def _translate(exc: OSError, what: str) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFullError(what)
     return StorageError(f"{what}: {exc.strerror or exc}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class LocalBackend:
@@ -60,9 +69,18 @@ class LocalBackend:
             os.close(fd)
 
     def _ensure_dir(self, folder: Path) -> None:
-        if folder not in self._made:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._made.add(folder)
+        if folder in self._made:
+            return
+        missing = []
+        parent = folder
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        # A new folder's entry must be durable before objects inside it count.
+        for made in reversed(missing):
+            _fsync_dir(made.parent)
+        self._made.add(folder)
 
     def put(self, name: str, data: bytes | memoryview) -> None:
         final = self._path(name)
@@ -78,13 +96,10 @@ class LocalBackend:
             finally:
                 os.close(fd)
             os.rename(tmp, final)
-            dfd = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            _fsync_dir(final.parent)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise _translate(exc, f"writing {name} to {self.root}") from exc
 
     def delete(self, name: str) -> None:
@@ -120,10 +135,14 @@ class LocalBackend:
                     continue
                 yield (f"{rel}/{fname}" if rel != "." else fname), size
 
-    def leftovers(self) -> builtins.list[str]:
-        """Temporary files from interrupted writes, for prune to remove."""
-        found = []
+    def remove_leftovers(self, older_than_s: float) -> int:
+        cutoff = time.time() - older_than_s
+        removed = 0
         for dirpath, _dirs, filenames in os.walk(self.root):
-            rel = os.path.relpath(dirpath, self.root)
-            found += [f"{rel}/{f}" for f in filenames if f.startswith(TMP_PREFIX)]
-        return found
+            for fname in filenames:
+                path = os.path.join(dirpath, fname)
+                with contextlib.suppress(FileNotFoundError):
+                    if fname.startswith(TMP_PREFIX) and os.stat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+        return removed

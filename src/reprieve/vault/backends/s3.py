@@ -153,6 +153,9 @@ class S3Backend:
             raise NotFoundError(f"{name} is missing from the vault at {self.location}")
         return int(head["ContentLength"])
 
+    def remove_leftovers(self, older_than_s: float) -> int:
+        return 0  # a PUT is atomic: an interrupted one leaves nothing behind
+
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         base = self._key(prefix)
         if base and not base.endswith("/"):
