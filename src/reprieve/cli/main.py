@@ -14,7 +14,7 @@ import sys
 import click
 
 from reprieve import __version__
-from reprieve.cli import backup, check, forget, points, restore, vault
+from reprieve.cli import backup, check, copy, forget, points, restore, vault
 from reprieve.errors import ReprieveError
 
 
@@ -29,6 +29,7 @@ cli.add_command(vault.vault)
 cli.add_command(backup.backup)
 cli.add_command(points.points)
 cli.add_command(restore.restore)
+cli.add_command(copy.copy)
 cli.add_command(check.check)
 cli.add_command(forget.forget)
 cli.add_command(forget.prune)

@@ -6,6 +6,7 @@ data ``b"point"``) around a JSON manifest::
     {"v": 1, "resource": "app-files", "kind": "files", "time": ISO-8601 UTC,
      "tags": {"tenant": "acme"}, "paths": ["/data"], "tree": hex root tree id,
      "host": "...", "parent": point name or null,
+     "origin": for a copy, the source vault's id and point name ("vault/point"),
      "stats": {"files": …, "dirs": …, "bytes": …, "bytes_read": …, "bytes_added": …}}
 
 A point is written last, after the packs and index it needs, and is the only
@@ -35,6 +36,7 @@ class Point:
     paths: list[str] = field(default_factory=list)
     host: str = ""
     parent: str | None = None
+    origin: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     id: str = ""
 
@@ -53,6 +55,7 @@ class Point:
             "tree": self.tree.hex(),
             "host": self.host,
             "parent": self.parent,
+            "origin": self.origin,
             "stats": self.stats,
         }
 
@@ -91,6 +94,7 @@ def decode_point(cipher: Cipher, name: str, data: bytes) -> Point:
             paths=list(body["paths"]),
             host=body["host"],
             parent=body["parent"],
+            origin=body.get("origin"),
             stats=dict(body["stats"]),
         )
     except (ValueError, KeyError, TypeError) as exc:

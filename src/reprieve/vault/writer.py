@@ -76,7 +76,10 @@ class WriteStats:
 
 
 class BlobWriter:
-    def __init__(self, vault: Vault, workers: int | None = None) -> None:
+    def __init__(self, vault: Vault, workers: int | None = None, index_every: int = 0) -> None:
+        """``index_every`` > 0 writes an index file after that many packs, so
+        that an interrupted run's uploads are found (and not repeated) by the
+        next one; otherwise the index is written by :meth:`flush` only."""
         self.vault = vault
         self.cipher = vault.cipher
         self.config = vault.config
@@ -84,6 +87,8 @@ class BlobWriter:
         self.pool = ThreadPoolExecutor(workers or cores, thread_name_prefix="store")
         self.uploads = ThreadPoolExecutor(2, thread_name_prefix="upload")
         self._upload_slots = threading.Semaphore(UPLOAD_QUEUE)
+        self._index_every = index_every
+        self._index_lock = threading.Lock()
         self.budget = ByteBudget(max(32 << 20, 2 * self.config.chunk_max))
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()
@@ -249,6 +254,21 @@ class BlobWriter:
             self._written[name] = pack.entries
             self.stats.bytes_stored += len(data)
             self.stats.packs += 1
+            checkpoint = self._index_every and len(self._written) >= self._index_every
+        if checkpoint:
+            self._write_index()
+
+    def _write_index(self) -> str | None:
+        with self._index_lock:
+            with self._lock:
+                written, self._written = self._written, {}
+            if not written:
+                return None
+            name = self.vault.write_index(written)
+            self.stats.bytes_stored += self.vault.backend.size(f"index/{name}")
+            for pack_name, entries in written.items():
+                self.vault.index.add_pack(pack_name, entries)
+            return name
 
     def _wait_all(self) -> None:
         while True:
@@ -275,13 +295,7 @@ class BlobWriter:
             self._queue_pack(pack)
         self._wait_all()
         self._check()
-        if not self._written:
-            return None
-        written, self._written = self._written, {}
-        name = self.vault.write_index(written)
-        self.stats.bytes_stored += self.vault.backend.size(f"index/{name}")
-        for pack_name, entries in written.items():
-            self.vault.index.add_pack(pack_name, entries)
+        name = self._write_index()
         with self._lock:
             self._pending.clear()
         return name

@@ -1,0 +1,62 @@
+"""`reprieve copy`: copy recovery points to another vault (another region)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from reprieve.cli.common import emit, human_bytes, json_option, progress_for, read_secret
+from reprieve.engine.copy import copy_points
+from reprieve.vault.repository import Vault, backend_for
+
+
+@click.command()
+@click.argument("point_ids", nargs=-1, metavar="[POINT]...")
+@click.option("--from", "source", required=True, metavar="LOCATION", help="Source vault.")
+@click.option("--to", "destination", required=True, metavar="LOCATION", help="Target vault.")
+@click.option("--resource", help="Copy every point of this resource (default: all points).")
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Source password (default: REPRIEVE_PASSWORD).",
+)
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--to-password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Target password (default: REPRIEVE_TO_PASSWORD, else the source's).",
+)
+@click.option("--to-key-file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def copy(
+    point_ids: tuple[str, ...],
+    source: str,
+    destination: str,
+    resource: str | None,
+    password_file: Path | None,
+    key_file: Path | None,
+    to_password_file: Path | None,
+    to_key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Copy points the target lacks; only missing data is sent, re-encrypted."""
+    src_secret = read_secret(password_file, key_file)
+    if to_password_file or to_key_file or os.environ.get("REPRIEVE_TO_PASSWORD") is not None:
+        dst_secret = read_secret(
+            to_password_file, to_key_file, "REPRIEVE_TO_PASSWORD", "to password"
+        )
+    else:
+        dst_secret = src_secret
+    src = Vault.open(backend_for(source), src_secret)
+    dst = Vault.open(backend_for(destination), dst_secret)
+    result = copy_points(src, dst, resource, point_ids, progress_for(as_json, "copy"))
+    emit(
+        as_json,
+        result.to_json(),
+        lambda: click.echo(
+            f"copied {len(result.copied)} point(s) ({result.skipped} already there), "
+            f"{human_bytes(result.bytes_transferred)} sent in {result.duration_s:.1f}s"
+        ),
+    )

@@ -1,0 +1,114 @@
+"""Copies between vaults: another region, other keys, resumable."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from conftest import FAST_KDF, ok
+from seaweed import Seaweed, start_seaweed
+from support import digests, random_file, restored_at, start_cli, text_file
+
+OTHER_PASSWORD = "a different passphrase for the other region"
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def west(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """A second, independent S3 service: the DR region."""
+    server = start_seaweed(tmp_path_factory.mktemp("west"))
+    yield server
+    server.stop()
+
+
+def _bucket(server: Seaweed, name: str) -> str:
+    boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket=name)
+    return f"s3://{name}/prod?endpoint={server.endpoint}"
+
+
+def test_copy_to_another_region_restores_with_the_first_region_down(
+    s3_env: dict[str, str], seaweed: Seaweed, west: Seaweed, tmp_path: Path
+) -> None:
+    east_vault = _bucket(seaweed, "copy-east")
+    west_vault = _bucket(west, "copy-west")
+    to_env = {"REPRIEVE_TO_PASSWORD": OTHER_PASSWORD}
+    ok("vault", "init", "--vault", east_vault, "--region", "us-east-1", *FAST_KDF)
+    ok("vault", "init", "--vault", west_vault, "--region", "us-west-2", *FAST_KDF,
+       password=OTHER_PASSWORD)  # fmt: skip
+
+    rng = random.Random(11)
+    source = tmp_path / "data"
+    random_file(source / "a.bin", rng, 4 * MiB)
+    text_file(source / "b.log", rng, 2 * MiB)
+    first = ok("backup", "files", source, "--vault", east_vault, "--resource", "app", "--json")
+    random_file(source / "c.bin", rng, MiB)
+    second = ok("backup", "files", source, "--vault", east_vault, "--resource", "app", "--json")
+    want = digests(source)
+
+    done = ok("copy", "--from", east_vault, "--to", west_vault, "--json", env=to_env).json()
+    assert done["points_copied"] == 2
+    assert done["replication_lag_s"] == 0
+    assert [c["source"] for c in done["copied"]] == [
+        first.json()["point"],
+        second.json()["point"],
+    ]
+    # The second point shares a.bin and b.log with the first: sent once.
+    assert done["bytes_transferred"] < 8 * MiB
+    again = ok("copy", "--from", east_vault, "--to", west_vault, "--json", env=to_env).json()
+    assert again["points_copied"] == 0
+    assert again["points_already_present"] == 2
+    assert again["bytes_transferred"] == 0
+
+    seaweed_down = Seaweed(seaweed.endpoint, seaweed.process, seaweed.folder)
+    seaweed_down.process.send_signal(signal.SIGSTOP)  # region east is unreachable
+    try:
+        target = tmp_path / "restore"
+        copied = done["copied"][-1]["destination"]
+        ok("restore", copied, "--vault", west_vault, "--target", target, password=OTHER_PASSWORD)
+        assert digests(restored_at(target, source)) == want
+        ok("check", "--vault", west_vault, "--read-data", password=OTHER_PASSWORD)
+    finally:
+        seaweed_down.process.send_signal(signal.SIGCONT)
+
+
+def test_copy_killed_midway_resumes_without_sending_again_what_arrived(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "data"
+    rng = random.Random(12)
+    for i in range(6):
+        random_file(source / f"r{i}.bin", rng, 24 * MiB)
+    east, west = tmp_path / "east", tmp_path / "west"
+    ok("vault", "init", "--vault", east, *FAST_KDF)
+    ok("vault", "init", "--vault", west, *FAST_KDF)
+    ok("backup", "files", source, "--vault", east, "--resource", "app")
+    total = sum(p.stat().st_size for p in (east / "packs").rglob("*") if p.is_file())
+
+    started = time.monotonic()
+    copier = start_cli("copy", "--from", east, "--to", west)
+    packs_seen = 0
+    while copier.poll() is None and time.monotonic() - started < 60:
+        packs_seen = sum(1 for _ in (west / "index").glob("*")) if (west / "index").exists() else 0
+        if packs_seen >= 2:  # some packs indexed: about half the data arrived
+            break
+        time.sleep(0.02)
+    copier.send_signal(signal.SIGKILL)
+    copier.wait()
+    arrived = sum(p.stat().st_size for p in (west / "packs").rglob("*") if p.is_file())
+    assert 0 < arrived < total, "the kill should land midway; the copy was too fast"
+
+    resumed = ok("copy", "--from", east, "--to", west, "--json").json()
+    assert resumed["points_copied"] == 1
+    # What had not arrived, plus at most one pack per upload thread (two) that was
+    # stored but not yet indexed when the kill landed.
+    pack_size = 16 * MiB
+    assert resumed["bytes_transferred"] < total - arrived + 2 * pack_size
+    ok("check", "--vault", west, "--read-data")
+    target = tmp_path / "restore"
+    ok("restore", resumed["copied"][0]["destination"], "--vault", west, "--target", target)
+    assert digests(restored_at(target, source)) == digests(source)
