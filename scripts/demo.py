@@ -4,12 +4,14 @@ Runs the real `reprieve` command on embedded defaults (a local vault in a
 temporary folder) and prints what happened as a table:
 
 1. sample data for two tenants (acme: premium, globex: standard);
-2. a first backup of each into one local vault, then a change and an
-   incremental backup that reads only what changed;
+2. a first backup of each into one local vault ("east"), then a change and
+   an incremental backup that reads only what changed; a copy of every
+   point to a second vault ("west", as a second region would hold it);
 3. a disaster: acme's folder is deleted, globex's files are encrypted by
    "ransomware" (overwritten with random bytes);
-4. restore of the newest points, verified byte for byte against what was
-   backed up; `check --read-data` over the whole vault.
+4. the east vault is lost too; restore of the newest points from the copy
+   in the west vault, verified byte for byte against what was backed up;
+   `check --read-data` over the west vault.
 
 Usage: python scripts/demo.py [--workdir DIR] [--keep]
 """
@@ -82,6 +84,7 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="reprieve-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     vault = work / "vault-east"
+    west = work / "vault-west"
     tenants = {"acme": ("premium", 1), "globex": ("standard", 2)}
     rows: dict[str, dict[str, Any]] = {}
     try:
@@ -114,22 +117,36 @@ def main() -> None:
                 f"{second['bytes_read']} bytes of {second['bytes']}"
             )
 
+        reprieve("vault", "init", "--vault", west, "--region", "us-west-2")
+        copied = reprieve("copy", "--from", vault, "--to", west)
+        west_points = {c["source"]: c["destination"] for c in copied["copied"]}
+        console.print(
+            f"copied {copied['points_copied']} points to the west region "
+            f"({copied['bytes_transferred']} bytes sent, replication lag "
+            f"{copied['replication_lag_s']:.0f} s)"
+        )
+
         console.rule("[red]disaster")
         shutil.rmtree(work / "prod" / "acme")
         for path in (work / "prod" / "globex").rglob("*.csv"):
             path.write_bytes(os.urandom(path.stat().st_size))
-        console.print("acme's data deleted; globex's ledger encrypted by ransomware")
+        shutil.rmtree(vault)
+        console.print(
+            "acme's data deleted; globex's ledger encrypted by ransomware; "
+            "the east vault is lost with its region"
+        )
 
         console.rule("[green]recovery")
         for name, row in rows.items():
             target = work / "restore" / name
             started = time.monotonic()
-            reprieve("restore", row["point"], "--vault", vault, "--target", target)
+            point = west_points[row["point"]]
+            reprieve("restore", point, "--vault", west, "--target", target)
             row["restore_s"] = time.monotonic() - started
             restored = target / (work / "prod" / name).relative_to("/")
             row["verified"] = digest_tree(restored) == row["digest"]
-        check = reprieve("check", "--vault", vault, "--read-data")
-        points = reprieve("points", "list", "--vault", vault)
+        check = reprieve("check", "--vault", west, "--read-data")
+        points = reprieve("points", "list", "--vault", west)
 
         table = Table(title="reprieve demo: recovery summary")
         for col in ("tenant", "tier", "points", "files", "MiB", "first backup", "incr. read",
