@@ -229,3 +229,110 @@ def test_damaged_index_is_rebuilt_from_pack_headers_and_nothing_is_lost(
         target = tmp_path / f"restore-{point[:12]}"
         ok("restore", point, "--vault", vault, "--target", target)
         assert digests(restored_at(target, backed.source)) == backed.contents[point]
+
+
+def test_restore_with_a_missing_pack_exits_3_and_leaves_no_empty_file(
+    vault: Path, tmp_path: Path
+) -> None:
+    rng = random.Random(11)
+    source = tmp_path / "data"
+    text_file(source / "kept" / "app.log", rng, 400 * 1024)
+    random_file(source / "kept" / "small.dat", rng, 3000)
+    ok("backup", "files", source, "--vault", vault, "--resource", "r")
+    first_packs = set(_files(vault, "packs"))
+    # Written by the pool (over 1 MiB) and in the walking thread (under), from one new pack.
+    random_file(source / "lost" / "big.bin", rng, 3 * 1024 * 1024)
+    random_file(source / "lost" / "medium.bin", rng, 200 * 1024)
+    point = ok("backup", "files", source, "--vault", vault, "--resource", "r", "--json")
+    want = digests(source)
+    max(set(_files(vault, "packs")) - first_packs, key=lambda p: p.stat().st_size).unlink()
+
+    target = tmp_path / "restore"
+    result = run_cli("restore", point.json()["point"], "--vault", vault, "--target", target)
+    assert result.code == 3, result.stderr
+    one_line(result)
+    restored = restored_at(target, source)
+    assert not (restored / "lost" / "big.bin").exists()
+    assert not (restored / "lost" / "medium.bin").exists()
+    got = digests(restored)
+    assert {p: d for p, d in got.items() if p.startswith("kept")} == {
+        p: d for p, d in want.items() if p.startswith("kept")
+    }
+    assert set(got) == set(want) - {"lost/big.bin", "lost/medium.bin"}
+
+
+def test_damaged_point_does_not_block_backups_or_listing(vault: Path, tmp_path: Path) -> None:
+    rng = random.Random(12)
+    app, etc = tmp_path / "app", tmp_path / "etc"
+    random_file(app / "a.bin", rng, 20_000)
+    text_file(etc / "conf.ini", rng, 5000)
+
+    def backup(resource: str, source: Path) -> str:
+        done = ok("backup", "files", source, "--vault", vault, "--resource", resource, "--json")
+        return str(done.json()["point"])
+
+    older = backup("app", app)
+    # The newest point of a resource is the parent of its next backup.
+    damaged = backup("app", app)
+    other = backup("etc", etc)
+    flip_byte(vault / "points" / damaged, 40)
+
+    listed = ok("points", "list", "--vault", vault, "--json").json()
+    assert {p["id"] for p in listed} == {older, other}
+
+    random_file(app / "b.bin", rng, 10_000)
+    newer = backup("app", app)
+    newer_etc = backup("etc", etc)
+    listed = ok("points", "list", "--vault", vault, "--json").json()
+    assert {p["id"] for p in listed} == {older, other, newer, newer_etc}
+    target = tmp_path / "restore"
+    ok("restore", newer, "--vault", vault, "--target", target)
+    assert digests(restored_at(target, app)) == digests(app)
+
+    check = run_cli("check", "--vault", vault, "--json")
+    assert check.code == 3, check.stderr
+    assert any(damaged[:12] in error for error in check.json()["errors"]), check.stdout
+
+
+def test_damaged_key_file_does_not_lock_out_other_keys(vault: Path, tmp_path: Path) -> None:
+    (first,) = _files(vault, "keys")
+    ok("vault", "key", "add", "--vault", vault, *FAST_KDF, env={"REPRIEVE_NEW_PASSWORD": "second"})
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+
+    source = tmp_path / "data"
+    random_file(source / "a.bin", random.Random(13), 5000)
+    ok("backup", "files", source, "--vault", vault, "--resource", "r", password="second")
+    assert len(ok("points", "list", "--vault", vault, "--json", password="second").json()) == 1
+
+    refused = run_cli("points", "list", "--vault", vault)
+    assert refused.code in (3, 4), refused.stderr
+    one_line(refused)
+
+
+def test_damaged_key_file_can_be_removed_with_another_key(vault: Path) -> None:
+    (first,) = _files(vault, "keys")
+    ok("vault", "key", "add", "--vault", vault, *FAST_KDF, env={"REPRIEVE_NEW_PASSWORD": "second"})
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+
+    removed = ok("vault", "key", "remove", first.name[:12], "--vault", vault, password="second")
+    assert first.name[:12] in removed.stdout
+    assert not first.exists()
+    ok("check", "--vault", vault, password="second")
+
+
+def test_prune_keeps_a_pack_whose_header_is_damaged(backed: Backed, tmp_path: Path) -> None:
+    vault = tmp_path / "vault"
+    shutil.copytree(backed.vault, vault)
+    pack, _ = _target_object(backed, vault, "data pack")
+    # The header envelope ends just before the 8-byte trailer.
+    flip_byte(pack, pack.stat().st_size - 8 - 12)
+
+    rebuilt = ok("vault", "rebuild-index", "--vault", vault, "--json").json()
+    assert rebuilt["unreadable_packs"] == 1
+    ok("prune", "--vault", vault)
+
+    assert pack.exists(), "prune deleted a pack whose blobs every point needs"
+    for point in backed.points:
+        target = tmp_path / f"restore-{point[:12]}"
+        ok("restore", point, "--vault", vault, "--target", target)
+        assert digests(restored_at(target, backed.source)) == backed.contents[point]

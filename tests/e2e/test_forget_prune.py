@@ -96,3 +96,76 @@ def test_prune_frees_forgotten_data_and_keeps_every_remaining_point_restorable(
     again = ok("prune", "--vault", vault, "--json").json()
     assert again["bytes_freed"] == 0
     assert again["packs_repacked"] == again["packs_deleted"] == 0
+
+
+def test_forget_dry_run_with_prune_reports_what_the_real_run_frees(
+    vault: Path, tmp_path: Path
+) -> None:
+    _four_points(vault, tmp_path / "data")
+    before = _vault_files(vault)
+    rule = ("forget", "--vault", vault, "--keep-last", "1", "--prune", "--json")
+
+    dry = ok(*rule, "--dry-run").json()
+    assert _vault_files(vault) == before
+    # Planned as if the three older points were gone: their 3 MiB files are free.
+    assert dry["prune"]["dry_run"] is True
+    assert dry["prune"]["bytes_freed"] >= 3 * 3 * MiB
+
+    done = ok(*rule).json()
+    assert done["resources"][0]["remove"] == dry["resources"][0]["remove"]
+    assert done["prune"]["packs_repacked"] == dry["prune"]["packs_repacked"]
+    # The estimate differs only by the headers of repacked packs.
+    assert abs(done["prune"]["bytes_freed"] - dry["prune"]["bytes_freed"]) < 4096
+
+
+def test_half_empty_pack_is_repacked_after_an_earlier_prune(vault: Path, tmp_path: Path) -> None:
+    rng = random.Random(50)
+    source = tmp_path / "data"
+    size = 300 * 1024  # below the smallest chunk: one blob per file
+    for i in range(40):
+        random_file(source / f"f{i:02}.bin", rng, size)
+
+    def backup() -> str:
+        done = ok("backup", "files", source, "--vault", vault, "--resource", "app", "--json")
+        return str(done.json()["point"])
+
+    backup()
+    (shared,) = [
+        p for p in (vault / "packs").rglob("*") if p.is_file() and p.stat().st_size > 40 * size
+    ]
+    # Each later point keeps fewer of the files: 25 of 40, then 10 of 40.
+    for i in range(15):
+        (source / f"f{i:02}.bin").unlink()
+    backup()
+    for i in range(15, 30):
+        (source / f"f{i:02}.bin").unlink()
+    last = backup()
+    want = digests(source)
+
+    first = ok("forget", "--vault", vault, "--keep-last", "2", "--prune", "--json").json()
+    assert first["prune"]["packs_repacked"] + first["prune"]["packs_deleted"] >= 1
+    assert shared.exists(), "a pack still 62% live was repacked"
+
+    # The earlier prune rewrote the index without the dead blobs; the pack's size on
+    # disk, not the index's shorter list, must decide that it is now 25% live.
+    second = ok("forget", "--vault", vault, "--keep-last", "1", "--prune", "--json").json()
+    assert second["prune"]["packs_repacked"] >= 1
+    assert second["prune"]["bytes_freed"] >= 25 * size
+    assert not shared.exists()
+
+    ok("check", "--vault", vault, "--read-data")
+    target = tmp_path / "restore"
+    ok("restore", last, "--vault", vault, "--target", target)
+    assert digests(restored_at(target, source)) == want
+
+
+def test_forget_of_an_unknown_resource_exits_5(vault: Path, tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    random_file(source / "a.bin", random.Random(5), 5000)
+    ok("backup", "files", source, "--vault", vault, "--resource", "app")
+
+    result = run_cli("forget", "--vault", vault, "--resource", "nope", "--keep-last", "1")
+    assert result.code == 5, result.stderr
+    assert "nope" in one_line(result)
+    assert len(ok("points", "list", "--vault", vault, "--json").json()) == 1
+    assert not list((vault / "locks").iterdir()), "the refused forget left its lock"

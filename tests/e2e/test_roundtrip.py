@@ -261,3 +261,21 @@ def test_include_restores_only_the_named_subtrees_and_their_folders(
     for part in os.fsencode(source).strip(b"/").split(b"/"):
         assert os.listdir(above) == [part]
         above = os.path.join(above, part)
+
+
+def test_deeply_nested_tree_backs_up_and_restores(tmp_path: Path, vault: Path) -> None:
+    # Backup and restore recurse two frames per folder, so 700 levels pass Python's
+    # default recursion limit of 1000; the restored path stays under PATH_MAX (4096).
+    source = tmp_path / "src"
+    bottom = source.joinpath(*["d"] * 700)
+    bottom.mkdir(parents=True)
+    content = random.Random(700).randbytes(10_000)
+    (bottom / "deep.bin").write_bytes(content)
+
+    point = back_up(source, vault)
+    target = tmp_path / "restore"
+    ok("restore", point, "--vault", vault, "--target", target)
+
+    restored = restored_at(target, source).joinpath(*["d"] * 700, "deep.bin")
+    assert restored.read_bytes() == content
+    assert os.listdir(restored.parent) == ["deep.bin"]

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import sys
+import traceback
+from types import FrameType
 
 import click
 
@@ -51,9 +54,28 @@ def _limit_malloc_arenas() -> None:
         pass
 
 
+def _debug(debug: bool) -> None:
+    """With --debug, the traceback of the error being handled; the exit code stays."""
+    if debug:
+        traceback.print_exc()
+
+
 def _fail(message: str, code: int) -> None:
     click.echo(f"reprieve: {message}", err=True)
     sys.exit(code)
+
+
+class Interrupted(BaseException):
+    """Ctrl-C, raised in place of KeyboardInterrupt.
+
+    click prints a blank line for a KeyboardInterrupt before we can print
+    ours; a BaseException of our own passes through click untouched, and,
+    like KeyboardInterrupt, is not swallowed by ``except Exception``.
+    """
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,24 +86,27 @@ def main(argv: list[str] | None = None) -> None:
     _limit_malloc_arenas()
     # Trees are walked recursively; paths (PATH_MAX 4096) cannot nest deeper.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 12_000))
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         code = cli.main(args=args, prog_name="reprieve", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt, Interrupted):
         _fail("interrupted; the vault is consistent, rerun to finish", 130)
+    except click.MissingParameter as exc:
+        _debug(debug)
+        if exc.param is not None and exc.param.name == "vault_location":
+            _fail("no vault given; pass --vault LOCATION or set REPRIEVE_VAULT", 2)
+        _fail(exc.format_message(), 2)
     except click.ClickException as exc:
-        if debug:
-            raise
+        _debug(debug)
         _fail(exc.format_message(), 2)
     except ReprieveError as exc:
-        if debug:
-            raise
+        _debug(debug)
         _fail(str(exc), exc.exit_code)
     except MemoryError:
         _fail("out of memory", 1)
     except Exception as exc:
-        if debug:
-            raise
+        _debug(debug)
         _fail(f"internal error: {exc!r}; rerun with --debug and report it", 1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -19,7 +19,7 @@ from reprieve.cli.common import (
     vault_option,
 )
 from reprieve.vault.check import rebuild_index
-from reprieve.vault.keys import DEFAULT_KDF_MEMORY_KIB
+from reprieve.vault.keys import DEFAULT_KDF_MEMORY_KIB, KeyWrapper
 from reprieve.vault.locks import LockKind, VaultLock
 from reprieve.vault.repository import Vault, backend_for
 
@@ -140,6 +140,8 @@ def key_list(
             "host": w.host,
             "current": w.name == v.key_name,
         }
+        if isinstance(w, KeyWrapper)
+        else {"id": w, "kind": "damaged", "created": "", "host": "", "current": False}
         for w in Vault.key_wrappers(v.backend)
     ]
 

@@ -175,11 +175,16 @@ class Vault:
         raise WrongKeyError(f"wrong {what} for the vault at {backend.location}")
 
     @staticmethod
-    def key_wrappers(backend: Backend) -> list[KeyWrapper]:
-        return [
-            KeyWrapper.from_bytes(name.removeprefix("keys/"), backend.get(name))
-            for name, _ in backend.list("keys")
-        ]
+    def key_wrappers(backend: Backend) -> list[KeyWrapper | str]:
+        """Every key wrapper; the name alone for a key file that is unreadable."""
+        found: list[KeyWrapper | str] = []
+        for name, _ in backend.list("keys"):
+            short = name.removeprefix("keys/")
+            try:
+                found.append(KeyWrapper.from_bytes(short, backend.get(name)))
+            except DamageError:
+                found.append(short)
+        return found
 
     def add_key(self, secret: Secret, kdf_memory_kib: int = DEFAULT_KDF_MEMORY_KIB) -> str:
         wrapper = wrap(self.master, secret, kdf_memory_kib)
@@ -187,11 +192,11 @@ class Vault:
         return wrapper.name
 
     def remove_key(self, prefix: str) -> str:
-        wrappers = self.key_wrappers(self.backend)
-        matches = [w for w in wrappers if w.name.startswith(prefix)]
+        names = [name.removeprefix("keys/") for name, _ in self.backend.list("keys")]
+        matches = [n for n in names if n.startswith(prefix)]
         if len(matches) != 1:
             raise NotFoundError(f"no single key matches {prefix!r}; see `reprieve vault key list`")
-        name = matches[0].name
+        name = matches[0]
         if name == self.key_name:
             raise UsageError(
                 "refusing to remove the key this command was opened with; "
