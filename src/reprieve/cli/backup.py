@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from reprieve.cli.common import (
@@ -11,13 +9,12 @@ from reprieve.cli.common import (
     force_unlock_option,
     human_bytes,
     json_option,
-    open_vault,
     progress_for,
-    secret_options,
-    vault_option,
+    with_vault,
 )
 from reprieve.engine.backup import backup_files
 from reprieve.errors import ReprieveError, UsageError
+from reprieve.vault.repository import Vault
 
 
 def parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
@@ -37,18 +34,15 @@ def backup() -> None:
 
 @backup.command()
 @click.argument("paths", nargs=-1, required=True)
-@vault_option
-@secret_options
+@with_vault
 @json_option
 @force_unlock_option
 @click.option("--resource", required=True, help="Name of the protected resource.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag the point.")
 @click.option("--exclude", "excludes", multiple=True, metavar="PATTERN", help="Skip matches.")
 def files(
+    vault: Vault,
     paths: tuple[str, ...],
-    vault_location: str,
-    password_file: Path | None,
-    key_file: Path | None,
     as_json: bool,
     force_unlock: bool,
     resource: str,
@@ -57,7 +51,6 @@ def files(
 ) -> None:
     """Back up files and folders; unchanged files are not read again."""
     tag_map = parse_tags(tags)
-    vault = open_vault(vault_location, password_file, key_file)
     progress = progress_for(as_json, f"backup {resource}")
     progress.start(f"backup {resource}")
     try:

@@ -2,37 +2,30 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from reprieve.cli.common import (
     emit,
     json_option,
-    open_vault,
     progress_for,
-    secret_options,
-    vault_option,
+    with_vault,
 )
 from reprieve.errors import DamageFound
 from reprieve.vault.check import check_vault
 from reprieve.vault.locks import LockKind, VaultLock
+from reprieve.vault.repository import Vault
 
 
 @click.command()
-@vault_option
-@secret_options
+@with_vault
 @json_option
 @click.option("--read-data", is_flag=True, help="Decrypt and re-hash every blob.")
 def check(
-    vault_location: str,
-    password_file: Path | None,
-    key_file: Path | None,
+    vault: Vault,
     as_json: bool,
     read_data: bool,
 ) -> None:
     """Verify structure, index and trees; exit 3 when damage is found."""
-    vault = open_vault(vault_location, password_file, key_file)
     # Shared: backups may go on, but no prune may delete what is being read.
     with VaultLock(vault.backend, LockKind.SHARED, "check"):
         report = check_vault(vault, read_data, progress_for(as_json, "check"))

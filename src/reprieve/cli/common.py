@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -83,6 +84,22 @@ def read_secret(
 def open_vault(location: str, password_file: Path | None, key_file: Path | None) -> Vault:
     backend = backend_for(location)
     return Vault.open(backend, read_secret(password_file, key_file))
+
+
+def with_vault(func: Callable[..., None]) -> Callable[..., None]:
+    """Add --vault, --password-file and --key-file; the command gets ``vault`` opened."""
+
+    @functools.wraps(func)
+    def command(
+        *args: Any,
+        vault_location: str,
+        password_file: Path | None,
+        key_file: Path | None,
+        **kwargs: Any,
+    ) -> None:
+        func(*args, vault=open_vault(vault_location, password_file, key_file), **kwargs)
+
+    return vault_option(secret_options(command))
 
 
 def emit(as_json: bool, document: Any, human: Callable[[], None]) -> None:

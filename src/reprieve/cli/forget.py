@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import click
@@ -14,10 +13,8 @@ from reprieve.cli.common import (
     force_unlock_option,
     human_bytes,
     json_option,
-    open_vault,
     progress_for,
-    secret_options,
-    vault_option,
+    with_vault,
 )
 from reprieve.errors import NotFoundError
 from reprieve.policy.retention import RetentionRules, apply_retention, parse_duration
@@ -45,8 +42,7 @@ def _prune_line(doc: dict[str, Any]) -> str:
 
 
 @click.command()
-@vault_option
-@secret_options
+@with_vault
 @json_option
 @force_unlock_option
 @click.option("--resource", help="Only this resource (default: each resource on its own).")
@@ -60,9 +56,7 @@ def _prune_line(doc: dict[str, Any]) -> str:
 @click.option("--dry-run", is_flag=True, help="Show what would be forgotten.")
 @click.option("--prune", "and_prune", is_flag=True, help="Prune afterwards.")
 def forget(
-    vault_location: str,
-    password_file: Path | None,
-    key_file: Path | None,
+    vault: Vault,
     as_json: bool,
     force_unlock: bool,
     resource: str | None,
@@ -88,7 +82,6 @@ def forget(
     )
     if rules.is_empty():
         apply_retention([], rules, datetime.now(UTC))  # raises the usage error
-    vault = open_vault(vault_location, password_file, key_file)
     now = datetime.now(UTC)
     with VaultLock(vault.backend, LockKind.EXCLUSIVE, "forget", force_unlock):
         groups: dict[str, list[Point]] = {}
@@ -130,21 +123,17 @@ def forget(
 
 
 @click.command()
-@vault_option
-@secret_options
+@with_vault
 @json_option
 @force_unlock_option
 @click.option("--dry-run", is_flag=True, help="Show what would be removed and repacked.")
 def prune(
-    vault_location: str,
-    password_file: Path | None,
-    key_file: Path | None,
+    vault: Vault,
     as_json: bool,
     force_unlock: bool,
     dry_run: bool,
 ) -> None:
     """Remove data no point references; repack half-empty packs."""
-    vault = open_vault(vault_location, password_file, key_file)
     with VaultLock(vault.backend, LockKind.EXCLUSIVE, "prune", force_unlock):
         doc = _prune(vault, dry_run, as_json)
     emit(as_json, doc, lambda: click.echo(_prune_line(doc)))

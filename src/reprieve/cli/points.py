@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import click
@@ -14,9 +13,7 @@ from reprieve.cli.common import (
     emit,
     human_bytes,
     json_option,
-    open_vault,
-    secret_options,
-    vault_option,
+    with_vault,
 )
 from reprieve.vault.repository import Vault
 from reprieve.vault.tree import NodeType
@@ -28,19 +25,15 @@ def points() -> None:
 
 
 @points.command("list")
-@vault_option
-@secret_options
+@with_vault
 @json_option
 @click.option("--resource", help="Only points of this resource.")
 def list_points(
-    vault_location: str,
-    password_file: Path | None,
-    key_file: Path | None,
+    vault: Vault,
     as_json: bool,
     resource: str | None,
 ) -> None:
     """List points, oldest first."""
-    vault = open_vault(vault_location, password_file, key_file)
     found = vault.points(resource)
     rows = [p.summary() for p in found]
 
@@ -68,20 +61,16 @@ def walk_entries(vault: Vault, tree: bytes, prefix: str = "") -> list[dict[str, 
 
 @points.command("show")
 @click.argument("point_id", metavar="POINT")
-@vault_option
-@secret_options
+@with_vault
 @json_option
 @click.option("--files", "with_files", is_flag=True, help="Also list every path in the point.")
 def show(
+    vault: Vault,
     point_id: str,
-    vault_location: str,
-    password_file: Path | None,
-    key_file: Path | None,
     as_json: bool,
     with_files: bool,
 ) -> None:
     """Show one point's manifest (and, with --files, its contents)."""
-    vault = open_vault(vault_location, password_file, key_file)
     point = vault.find_point(point_id)
     doc: dict[str, Any] = {**point.summary(), "parent": point.parent, "stats": point.stats}
     if with_files:

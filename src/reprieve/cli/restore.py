@@ -10,18 +10,16 @@ from reprieve.cli.common import (
     emit,
     human_bytes,
     json_option,
-    open_vault,
     progress_for,
-    secret_options,
-    vault_option,
+    with_vault,
 )
 from reprieve.engine.restore import restore_files
+from reprieve.vault.repository import Vault
 
 
 @click.command()
 @click.argument("point_id", metavar="POINT")
-@vault_option
-@secret_options
+@with_vault
 @json_option
 @click.option(
     "--target",
@@ -32,17 +30,14 @@ from reprieve.engine.restore import restore_files
 @click.option("--include", "includes", multiple=True, metavar="PATH", help="Only this subtree.")
 @click.option("--overwrite", is_flag=True, help="Replace what is already in the target.")
 def restore(
+    vault: Vault,
     point_id: str,
-    vault_location: str,
-    password_file: Path | None,
-    key_file: Path | None,
     as_json: bool,
     target: Path,
     includes: tuple[str, ...],
     overwrite: bool,
 ) -> None:
     """Restore a point into a folder, with content and metadata."""
-    vault = open_vault(vault_location, password_file, key_file)
     point = vault.find_point(point_id)
     stats = restore_files(
         vault, point, target, includes, overwrite, progress_for(as_json, "restore")

@@ -13,10 +13,10 @@ from reprieve.cli.common import (
     force_unlock_option,
     human_bytes,
     json_option,
-    open_vault,
     read_secret,
     secret_options,
     vault_option,
+    with_vault,
 )
 from reprieve.vault.check import rebuild_index
 from reprieve.vault.keys import DEFAULT_KDF_MEMORY_KIB, KeyWrapper
@@ -57,22 +57,18 @@ def init(
 
 
 @vault.command()
-@vault_option
-@secret_options
+@with_vault
 @json_option
-def show(
-    vault_location: str, password_file: Path | None, key_file: Path | None, as_json: bool
-) -> None:
+def show(vault: Vault, as_json: bool) -> None:
     """Show a vault's settings and sizes."""
-    v = open_vault(vault_location, password_file, key_file)
-    sizes = v.stats()
+    sizes = vault.stats()
     doc = {
-        "vault": v.backend.location,
-        "id": v.config.id,
-        "region": v.config.region,
-        "created": v.config.created,
-        "format": v.config.format,
-        "points": len(v.point_names()),
+        "vault": vault.backend.location,
+        "id": vault.config.id,
+        "region": vault.config.region,
+        "created": vault.config.created,
+        "format": vault.config.format,
+        "points": len(vault.point_names()),
         "sizes": sizes,
         "bytes": sum(sizes.values()),
     }
@@ -91,8 +87,7 @@ def key() -> None:
 
 
 @key.command("add")
-@vault_option
-@secret_options
+@with_vault
 @json_option
 @click.option(
     "--new-password-file",
@@ -106,43 +101,36 @@ def key() -> None:
 )
 @click.option("--kdf-memory-kib", type=click.IntRange(1024), default=DEFAULT_KDF_MEMORY_KIB)
 def key_add(
-    vault_location: str,
-    password_file: Path | None,
-    key_file: Path | None,
+    vault: Vault,
     as_json: bool,
     new_password_file: Path | None,
     new_key_file: Path | None,
     kdf_memory_kib: int,
 ) -> None:
     """Add a password or key file; data is not rewritten."""
-    v = open_vault(vault_location, password_file, key_file)
     secret = read_secret(new_password_file, new_key_file, "REPRIEVE_NEW_PASSWORD", "new password")
-    name = v.add_key(secret, kdf_memory_kib)
+    name = vault.add_key(secret, kdf_memory_kib)
     emit(
         as_json, {"added": name, "kind": secret.kind}, lambda: click.echo(f"added key {name[:12]}")
     )
 
 
 @key.command("list")
-@vault_option
-@secret_options
+@with_vault
 @json_option
-def key_list(
-    vault_location: str, password_file: Path | None, key_file: Path | None, as_json: bool
-) -> None:
+def key_list(vault: Vault, as_json: bool) -> None:
     """List the keys that open this vault."""
-    v = open_vault(vault_location, password_file, key_file)
     rows = [
         {
             "id": w.name,
             "kind": w.kind,
             "created": w.created,
             "host": w.host,
-            "current": w.name == v.key_name,
+            "current": w.name == vault.key_name,
         }
         if isinstance(w, KeyWrapper)
         else {"id": w, "kind": "damaged", "created": "", "host": "", "current": False}
-        for w in Vault.key_wrappers(v.backend)
+        for w in Vault.key_wrappers(vault.backend)
     ]
 
     def human() -> None:
@@ -161,39 +149,31 @@ def key_list(
 
 
 @key.command("remove")
-@vault_option
-@secret_options
+@with_vault
 @json_option
 @click.argument("key_id")
 def key_remove(
-    vault_location: str,
-    password_file: Path | None,
-    key_file: Path | None,
+    vault: Vault,
     as_json: bool,
     key_id: str,
 ) -> None:
     """Remove a key (not the one used to open the vault)."""
-    v = open_vault(vault_location, password_file, key_file)
-    name = v.remove_key(key_id)
+    name = vault.remove_key(key_id)
     emit(as_json, {"removed": name}, lambda: click.echo(f"removed key {name[:12]}"))
 
 
 @vault.command("rebuild-index")
-@vault_option
-@secret_options
+@with_vault
 @json_option
 @force_unlock_option
 def rebuild_index_cmd(
-    vault_location: str,
-    password_file: Path | None,
-    key_file: Path | None,
+    vault: Vault,
     as_json: bool,
     force_unlock: bool,
 ) -> None:
     """Rebuild the index from the packs' headers (after index damage)."""
-    v = open_vault(vault_location, password_file, key_file)
-    with VaultLock(v.backend, LockKind.EXCLUSIVE, "rebuild-index", force_unlock):
-        doc = rebuild_index(v)
+    with VaultLock(vault.backend, LockKind.EXCLUSIVE, "rebuild-index", force_unlock):
+        doc = rebuild_index(vault)
     emit(
         as_json,
         doc,
