@@ -12,6 +12,7 @@ translated into reprieve errors here, at the boundary.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -65,7 +66,11 @@ class S3Backend:
             "s3",
             endpoint_url=options.get("endpoint"),
             config=Config(
-                retries={"mode": "standard", "max_attempts": 8},
+                # The AWS variables users know; defaults suit a flaky WAN.
+                retries={
+                    "mode": os.environ.get("AWS_RETRY_MODE", "standard"),
+                    "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "8")),
+                },
                 max_pool_connections=16,
                 connect_timeout=10,
                 read_timeout=60,
