@@ -269,3 +269,37 @@ def test_prune_killed_at_random_moments_leaves_vault_consistent(
         assert check.code == 0 and not check.json()["warnings"], f"{what}: {check.stdout}"
         shutil.rmtree(vault)
     assert killed >= len(trials) // 3, f"only {killed} of {len(trials)} prunes were killed"
+
+
+def test_backup_killed_midway_is_resumed_by_the_next_without_sending_it_again(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "data"
+    rng = random.Random(13)
+    for i in range(6):
+        random_file(source / f"r{i}.bin", rng, 24 * 1024 * 1024)
+    vault = tmp_path / "vault"
+    assert run_cli("vault", "init", "--vault", vault, *FAST_KDF).code == 0
+
+    started = time.monotonic()
+    backup = start_cli("backup", "files", source, "--vault", vault, "--resource", "app")
+    index = vault / "index"
+    # Backups index every 8 packs (~128 MiB here): wait for the first, then kill.
+    while backup.poll() is None and time.monotonic() - started < 60:
+        if index.exists() and any(index.iterdir()):
+            break
+        time.sleep(0.01)
+    backup.send_signal(signal.SIGKILL)
+    backup.wait()
+    assert index.exists() and any(index.iterdir()), "the kill landed before any index"
+    assert not (vault / "points").exists() or not any((vault / "points").iterdir())
+
+    done = run_cli("backup", "files", source, "--vault", vault, "--resource", "app", "--json")
+    assert done.code == 0, done.stderr
+    rerun = done.json()
+    # 144 MiB of random data; the first 8 packs (~128 MiB) had arrived and been indexed.
+    assert rerun["bytes_added"] < 40 * 1024 * 1024, rerun
+    assert run_cli("check", "--vault", vault, "--read-data").code == 0
+    target = tmp_path / "restore"
+    assert run_cli("restore", rerun["point"], "--vault", vault, "--target", target).code == 0
+    assert digests(restored_at(target, source)) == digests(source)

@@ -24,6 +24,9 @@ from reprieve.vault.repository import Vault
 from reprieve.vault.writer import BlobWriter, WriteStats
 
 
+INDEX_EVERY_PACKS = 8
+
+
 @dataclass
 class BackupResult:
     point: Point
@@ -76,7 +79,9 @@ def backup_files(
     with VaultLock(vault.backend, LockKind.SHARED, "backup", force_unlock):
         previous = [p for p in vault.points(resource) if p.kind == "files"]
         parent = previous[-1] if previous else None
-        with BlobWriter(vault) as writer:
+        # Indexed every few packs, so that a failed or killed backup leaves
+        # data the next run finds instead of sending again.
+        with BlobWriter(vault, index_every=INDEX_EVERY_PACKS) as writer:
             tree, stats = backup_paths(
                 vault, writer, paths, parent.tree if parent else None, excludes, progress
             )
