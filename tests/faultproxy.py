@@ -30,6 +30,9 @@ class FaultProxy:
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self.faults = {"error": 0, "drop": 0, "slow": 0, "ok": 0}
+        # When set, only requests whose request line contains this are faulted.
+        self.only: bytes | None = None
+        self.kinds: tuple[str, ...] = ("error", "drop", "slow")
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._stop = threading.Event()
@@ -55,14 +58,8 @@ class FaultProxy:
     def _fate(self) -> str:
         with self._rng_lock:
             roll = self._rng.random()
-        if roll < self.rate / 3:
-            fate = "error"
-        elif roll < 2 * self.rate / 3:
-            fate = "drop"
-        elif roll < self.rate:
-            fate = "slow"
-        else:
-            fate = "ok"
+            kind = self._rng.choice(self.kinds)
+        fate = kind if roll < self.rate else "ok"
         self.faults[fate] += 1
         return fate
 
@@ -74,7 +71,8 @@ class FaultProxy:
                 request = _read_request(client)
                 if request is None:
                     return
-                fate = self._fate()
+                line = request.split(b"\r\n", 1)[0]
+                fate = self._fate() if self.only is None or self.only in line else "ok"
                 if fate == "error":
                     client.sendall(
                         b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n"

@@ -9,6 +9,7 @@ import click
 
 from reprieve.cli.common import emit, human_bytes, json_option, progress_for, read_secret
 from reprieve.engine.copy import copy_points
+from reprieve.errors import DamageError
 from reprieve.vault.repository import Vault, backend_for
 
 
@@ -52,6 +53,13 @@ def copy(
     src = Vault.open(backend_for(source), src_secret)
     dst = Vault.open(backend_for(destination), dst_secret)
     result = copy_points(src, dst, resource, point_ids, progress_for(as_json, "copy"))
+    if result.damaged:
+        emit(as_json, result.to_json(), lambda: None)
+        first, problem = result.damaged[0]
+        raise DamageError(
+            f"{len(result.damaged)} point(s) could not be copied (first {first[:12]}: {problem}); "
+            f"{len(result.copied)} copied"
+        )
     emit(
         as_json,
         result.to_json(),

@@ -23,7 +23,6 @@ from reprieve.vault.points import Point
 from reprieve.vault.repository import Vault
 from reprieve.vault.writer import BlobWriter, WriteStats
 
-
 INDEX_EVERY_PACKS = 8
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from reprieve.engine.progress import NullProgress, Progress
-from reprieve.errors import PointNotFound
+from reprieve.errors import DamageError, PointNotFound, UsageError
 from reprieve.vault.locks import LockKind, VaultLock
 from reprieve.vault.packs import BlobType
 from reprieve.vault.points import Point
@@ -37,6 +37,7 @@ INDEX_EVERY_PACKS = 1
 @dataclass
 class CopyResult:
     copied: list[tuple[str, str]] = field(default_factory=list)
+    damaged: list[tuple[str, str]] = field(default_factory=list)
     skipped: int = 0
     bytes_read: int = 0
     bytes_transferred: int = 0
@@ -49,6 +50,7 @@ class CopyResult:
             "points_copied": len(self.copied),
             "copied": [{"source": s, "destination": d} for s, d in self.copied],
             "points_already_present": self.skipped,
+            "damaged": [{"source": s, "error": e} for s, e in self.damaged],
             "bytes_read": self.bytes_read,
             "bytes_transferred": self.bytes_transferred,
             "replication_lag_s": self.lag_after_s,
@@ -108,26 +110,39 @@ def copy_points(
     started = time.monotonic()
     progress = progress or NullProgress()
     result = CopyResult()
+    if src.config.id == dst.config.id:
+        raise UsageError("source and target are the same vault")
     with (
         VaultLock(src.backend, LockKind.SHARED, "copy"),
         VaultLock(dst.backend, LockKind.SHARED, "copy"),
     ):
         if point_ids:
-            wanted = [src.find_point(p) for p in point_ids]
+            wanted = list({p.id: p for p in map(src.find_point, point_ids)}.values())
         else:
             wanted = src.points(resource)
             if resource is not None and not wanted:
                 raise PointNotFound(f"of resource {resource}")
-        present = {p.origin for p in dst.points() if p.origin}
-        missing = [p for p in wanted if f"{src.config.id}/{p.id}" not in present]
+        prefix = f"{src.config.id}/"
+        mapped = {
+            p.origin.removeprefix(prefix): p.id
+            for p in dst.points()
+            if p.origin and p.origin.startswith(prefix)
+        }
+        missing = [p for p in wanted if p.id not in mapped]
         result.skipped = len(wanted) - len(missing)
         result.lag_before_s = _lag(missing, datetime.now(UTC))
         progress.start("copy", sum(int(p.stats.get("bytes", 0)) for p in missing))
+        # The target's index may name packs that are gone: store those again.
+        dst.forget_missing_packs()
         with BlobWriter(dst, index_every=INDEX_EVERY_PACKS) as writer:
             copier = _Copier(src, writer, progress)
-            mapped: dict[str, str] = {}
             for point in sorted(missing, key=lambda p: (p.time, p.id)):
-                tree = copier.tree(point.tree)
+                try:
+                    tree = copier.tree(point.tree)
+                except DamageError as exc:
+                    # One damaged point must not hold back every later one.
+                    result.damaged.append((point.id, str(exc)))
+                    continue
                 writer.flush()
                 copy = Point(
                     resource=point.resource,
@@ -147,6 +162,7 @@ def copy_points(
             result.bytes_transferred = writer.stats.bytes_stored
             result.bytes_read = copier.bytes_read
         progress.finish()
-        result.lag_after_s = 0.0 if len(result.copied) == len(missing) else result.lag_before_s
+        left = [p for p in missing if p.id not in mapped]
+        result.lag_after_s = _lag(left, datetime.now(UTC))
     result.duration_s = time.monotonic() - started
     return result

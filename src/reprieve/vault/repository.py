@@ -122,6 +122,7 @@ class Vault:
         self.key_name = key_name
         self._index: Index | None = None
         self.damaged_points: dict[str, str] = {}
+        self.index_bytes_written = 0
         self._trees: OrderedDict[bytes, list[Node]] = OrderedDict()
         self._trees_lock = threading.Lock()
 
@@ -255,7 +256,13 @@ class Vault:
         name, data = encode_index(self.cipher, packs)
         self.backend.put(f"index/{name}", data)
         self.index.files.add(name)
+        self.index_bytes_written = len(data)
         return name
+
+    def forget_missing_packs(self) -> int:
+        """Drop index entries whose pack is gone, so writers store those blobs again."""
+        present = {name.rsplit("/", 1)[-1] for name, _ in self.backend.list("packs")}
+        return self.index.drop_packs(set(self.index.packs()) - present)
 
     def decode_blob(self, blob_id: bytes, btype: int, flags: int, raw: int, data: bytes) -> bytes:
         what = f"blob {blob_id.hex()[:12]}"
@@ -278,7 +285,10 @@ class Vault:
                     "(`reprieve vault rebuild-index` may recover it)"
                 )
             raise DamageError(f"blob {blob_id.hex()[:12]} is missing from the index")
-        data = self.backend.get_range(pack_path(loc.pack), loc.offset, loc.length)
+        try:
+            data = self.backend.get_range(pack_path(loc.pack), loc.offset, loc.length)
+        except NotFoundError as exc:
+            raise DamageError(f"pack {loc.pack[:12]} is missing") from exc
         return self.decode_blob(blob_id, loc.type, loc.flags, loc.raw_length, data)
 
     def read_tree(self, tree_id: bytes) -> list[Node]:

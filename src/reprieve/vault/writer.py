@@ -88,6 +88,8 @@ class BlobWriter:
         self.uploads = ThreadPoolExecutor(2, thread_name_prefix="upload")
         self._upload_slots = threading.Semaphore(UPLOAD_QUEUE)
         self._index_every = index_every
+        self._checkpoints: list[str] = []
+        self._since_flush: dict[str, list[BlobEntry]] = {}
         self._index_lock = threading.Lock()
         self.budget = ByteBudget(max(32 << 20, 2 * self.config.chunk_max))
         self._lock = threading.Lock()
@@ -265,9 +267,14 @@ class BlobWriter:
             if not written:
                 return None
             name = self.vault.write_index(written)
-            self.stats.bytes_stored += self.vault.backend.size(f"index/{name}")
+            # Readers use only get() and `in` on the index, which stay
+            # consistent under the GIL while entries are added here.
             for pack_name, entries in written.items():
                 self.vault.index.add_pack(pack_name, entries)
+            with self._lock:
+                self.stats.bytes_stored += self.vault.index_bytes_written
+                self._checkpoints.append(name)
+                self._since_flush.update(written)
             return name
 
     def _wait_all(self) -> None:
@@ -298,6 +305,14 @@ class BlobWriter:
         name = self._write_index()
         with self._lock:
             self._pending.clear()
+            checkpoints, self._checkpoints = self._checkpoints, []
+            packs, self._since_flush = self._since_flush, {}
+        if len(checkpoints) > 1:
+            # Many checkpoint files become one, written before they go.
+            name = self.vault.write_index(packs)
+            for old in checkpoints:
+                self.vault.backend.delete(f"index/{old}")
+                self.vault.index.files.discard(old)
         return name
 
     def close(self) -> None:

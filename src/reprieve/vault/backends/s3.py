@@ -13,6 +13,7 @@ translated into reprieve errors here, at the boundary.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -22,14 +23,30 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
     EndpointConnectionError,
+    IncompleteReadError,
     NoCredentialsError,
+    ParamValidationError,
     ProfileNotFound,
+    ReadTimeoutError,
+    ResponseStreamingError,
 )
+from urllib3.exceptions import ProtocolError
 
 from reprieve.errors import NotFoundError, ReprieveError, StorageError, UsageError, WrongKeyError
 
+BODY_ATTEMPTS = 4
+_BODY_ERRORS = (
+    IncompleteReadError,
+    ResponseStreamingError,
+    ReadTimeoutError,
+    ConnectionClosedError,
+    ProtocolError,
+)
 _CREDENTIAL_ERRORS = {
+    "403",
+    "Forbidden",
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
     "AccessDenied",
@@ -62,7 +79,16 @@ class S3Backend:
             )
         except ProfileNotFound as exc:
             raise UsageError(f"AWS profile {options.get('profile')!r} not found") from exc
-        self.client: Any = session.client(
+        except (BotoCoreError, ValueError) as exc:
+            raise UsageError(f"AWS configuration for {self.location}: {exc}") from exc
+        try:
+            self.client = self._client(session, options)
+        except (BotoCoreError, ValueError) as exc:
+            raise UsageError(f"cannot use S3 settings of {self.location}: {exc}") from exc
+
+    @staticmethod
+    def _client(session: Any, options: dict[str, str]) -> Any:
+        return session.client(
             "s3",
             endpoint_url=options.get("endpoint"),
             config=Config(
@@ -83,6 +109,9 @@ class S3Backend:
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def _translate(self, exc: Exception, what: str, name: str = "") -> ReprieveError:
+        where = f"{self.location}/{name}" if name else self.location
+        if isinstance(exc, ParamValidationError):
+            return UsageError(f"S3 refused the request for {where}: {str(exc).splitlines()[0]}")
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("NoSuchKey", "404", "NotFound"):
@@ -94,36 +123,54 @@ class S3Backend:
                     f"S3 refused the credentials for bucket {self.bucket} ({code}); "
                     "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or the profile"
                 )
-            return StorageError(f"{what} {self.location}: S3 answered {code or exc}")
+            return StorageError(
+                f"{what} {where}: S3 answered {code or exc} after retries; "
+                "rerun later (backup and copy resume)"
+            )
         if isinstance(exc, NoCredentialsError):
             return WrongKeyError("no AWS credentials found; set AWS_ACCESS_KEY_ID and friends")
         if isinstance(exc, EndpointConnectionError):
             return StorageError(f"cannot reach the S3 endpoint for {self.location}: {exc}")
-        return StorageError(f"{what} {self.location}: {exc}")
+        return StorageError(
+            f"{what} {where}: {str(exc).splitlines()[0]}; rerun later (backup and copy resume)"
+        )
+
+    def _read(self, name: str, **extra: str) -> bytes:
+        """GET and read the body; a body cut short is fetched again.
+
+        botocore retries requests, but not a response whose body breaks off
+        mid-read, which on a long transfer is the commonest network fault.
+        """
+        for attempt in range(BODY_ATTEMPTS):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(name), **extra)
+                body: bytes = response["Body"].read()
+                return body
+            except _BODY_ERRORS as exc:
+                if attempt + 1 == BODY_ATTEMPTS:
+                    raise self._translate(exc, "reading from", name) from exc
+                time.sleep(0.2 * 2**attempt)
+            except (ClientError, BotoCoreError) as exc:
+                raise self._translate(exc, "reading from", name) from exc
+        raise AssertionError("unreachable")
 
     def get(self, name: str) -> bytes:
-        try:
-            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(name))[
-                "Body"
-            ].read()
-            return body
-        except (ClientError, BotoCoreError) as exc:
-            raise self._translate(exc, "reading from", name) from exc
+        return self._read(name)
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         if length <= 0:
             return b""
         span = f"bytes=-{-offset}" if offset < 0 else f"bytes={offset}-{offset + length - 1}"
         try:
-            body: bytes = self.client.get_object(
-                Bucket=self.bucket, Key=self._key(name), Range=span
-            )["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+            body = self._read(name, Range=span)
+        except StorageError as exc:
+            cause = exc.__cause__
+            if (
+                isinstance(cause, ClientError)
+                and cause.response.get("Error", {}).get("Code") == "InvalidRange"
+            ):
                 return b""
-            raise self._translate(exc, "reading from", name) from exc
-        except BotoCoreError as exc:
-            raise self._translate(exc, "reading from", name) from exc
+            raise
         return body[:length]
 
     def put(self, name: str, data: bytes | memoryview) -> None:
