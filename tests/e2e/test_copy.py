@@ -10,9 +10,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import FAST_KDF, ok
+from conftest import FAST_KDF, ok, run_cli
 from seaweed import Seaweed, start_seaweed
-from support import digests, random_file, restored_at, start_cli, text_file
+from support import digests, one_line, random_file, restored_at, start_cli, text_file
 
 OTHER_PASSWORD = "a different passphrase for the other region"
 MiB = 1024 * 1024
@@ -111,4 +111,90 @@ def test_copy_killed_midway_resumes_without_sending_again_what_arrived(
     ok("check", "--vault", west, "--read-data")
     target = tmp_path / "restore"
     ok("restore", resumed["copied"][0]["destination"], "--vault", west, "--target", target)
+    assert digests(restored_at(target, source)) == digests(source)
+
+
+def _two_local_vaults(tmp_path: Path) -> tuple[Path, Path]:
+    east, west = tmp_path / "east", tmp_path / "west"
+    ok("vault", "init", "--vault", east, *FAST_KDF)
+    ok("vault", "init", "--vault", west, *FAST_KDF)
+    return east, west
+
+
+def _points(vault: Path) -> list[dict[str, str]]:
+    listed: list[dict[str, str]] = ok("points", "list", "--vault", vault, "--json").json()
+    return listed
+
+
+def test_damaged_source_point_is_reported_and_the_others_are_copied(tmp_path: Path) -> None:
+    east, west = _two_local_vaults(tmp_path)
+    rng = random.Random(21)
+    source = tmp_path / "data"
+    points = []
+    for i in range(3):
+        random_file(source / f"f{i}.bin", rng, MiB)
+        done = ok("backup", "files", source, "--vault", east, "--resource", "app", "--json")
+        points.append(done.json()["point"])
+    # The first backup wrote two packs: f0.bin's data, which every point needs,
+    # and its folder listings (the smaller), which only the oldest point needs.
+    packs = sorted(
+        (p for p in (east / "packs").rglob("*") if p.is_file()), key=lambda p: p.stat().st_mtime_ns
+    )
+    min(packs[:2], key=lambda p: p.stat().st_size).unlink()
+
+    result = run_cli("copy", "--from", east, "--to", west, "--json")
+    assert result.code == 3
+    assert "could not be copied" in one_line(result)
+    doc = result.json()
+    assert [d["source"] for d in doc["damaged"]] == points[:1]
+    copied = {c["source"] for c in doc["copied"]}
+    assert copied and points[0] not in copied
+    ok("check", "--vault", west, "--read-data")
+
+
+def test_copy_keeps_parent_links_across_runs_and_refuses_a_vault_into_itself(
+    tmp_path: Path,
+) -> None:
+    east, west = _two_local_vaults(tmp_path)
+    source = tmp_path / "data"
+    random_file(source / "a.bin", random.Random(22), MiB)
+    ok("backup", "files", source, "--vault", east, "--resource", "app")
+    ok("copy", "--from", east, "--to", west)
+    random_file(source / "b.bin", random.Random(23), MiB)
+    ok("backup", "files", source, "--vault", east, "--resource", "app")
+    second = ok("copy", "--from", east, "--to", west, "--json").json()["copied"][0]["destination"]
+    shown = ok("points", "show", second, "--vault", west, "--json").json()
+    first_copy = next(p["id"] for p in _points(west) if p["id"] != second)
+    assert shown["parent"] == first_copy
+    assert shown["origin"].endswith("/" + second_source(east))
+
+    itself = run_cli("copy", "--from", east, "--to", east)
+    assert itself.code == 2
+    assert "same vault" in one_line(itself)
+
+
+def second_source(vault: Path) -> str:
+    return _points(vault)[-1]["id"]
+
+
+def test_copy_sends_again_what_vanished_from_the_target(tmp_path: Path) -> None:
+    east, west = _two_local_vaults(tmp_path)
+    source = tmp_path / "data"
+    random_file(source / "a.bin", random.Random(24), 2 * MiB)
+    ok("backup", "files", source, "--vault", east, "--resource", "app")
+    ok("copy", "--from", east, "--to", west)
+    for pack in (west / "packs").rglob("*"):
+        if pack.is_file():
+            pack.unlink()
+    # The target lost its data; a new point that needs the same blobs must carry them.
+    random_file(source / "b.bin", random.Random(25), MiB)
+    ok("backup", "files", source, "--vault", east, "--resource", "app")
+    refused = run_cli("copy", "--from", east, "--to", west)
+    assert refused.code == 3
+    assert "rebuild-index" in one_line(refused)
+    ok("vault", "rebuild-index", "--vault", west)
+    done = ok("copy", "--from", east, "--to", west, "--json").json()
+    assert done["bytes_transferred"] >= 3 * MiB
+    target = tmp_path / "restore"
+    ok("restore", done["copied"][0]["destination"], "--vault", west, "--target", target)
     assert digests(restored_at(target, source)) == digests(source)

@@ -72,12 +72,17 @@ def show(
 ) -> None:
     """Show one point's manifest (and, with --files, its contents)."""
     point = vault.find_point(point_id)
-    doc: dict[str, Any] = {**point.summary(), "parent": point.parent, "stats": point.stats}
+    doc: dict[str, Any] = {
+        **point.summary(),
+        "parent": point.parent,
+        "origin": point.origin,
+        "stats": point.stats,
+    }
     if with_files:
         doc["files"] = walk_entries(vault, point.tree)
 
     def human() -> None:
-        for key in ("id", "resource", "kind", "time", "host", "paths", "tags", "parent"):
+        for key in ("id", "resource", "kind", "time", "host", "paths", "tags", "parent", "origin"):
             click.echo(f"{key:9} {doc[key]}")
         for key, value in sorted(point.stats.items()):
             click.echo(f"{key:9} {value}")

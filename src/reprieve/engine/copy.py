@@ -132,8 +132,14 @@ def copy_points(
         result.skipped = len(wanted) - len(missing)
         result.lag_before_s = _lag(missing, datetime.now(UTC))
         progress.start("copy", sum(int(p.stats.get("bytes", 0)) for p in missing))
-        # The target's index may name packs that are gone: store those again.
-        dst.forget_missing_packs()
+        # Deduplicating against an index that names lost packs would make new
+        # points depend on data the target no longer has.
+        lost = dst.missing_packs()
+        if lost:
+            raise DamageError(
+                f"the target's index names {len(lost)} missing pack(s); run "
+                "`reprieve vault rebuild-index` on the target, then copy again"
+            )
         with BlobWriter(dst, index_every=INDEX_EVERY_PACKS) as writer:
             copier = _Copier(src, writer, progress)
             for point in sorted(missing, key=lambda p: (p.time, p.id)):

@@ -46,13 +46,6 @@ class Index:
         for e in entries:
             self._blobs[e.id] = Location(pack, e.type, e.flags, e.offset, e.length, e.raw_length)
 
-    def drop_packs(self, packs: set[str]) -> int:
-        """Forget every blob located in ``packs``; returns how many."""
-        gone = [b for b, loc in self._blobs.items() if loc.pack in packs]
-        for blob_id in gone:
-            del self._blobs[blob_id]
-        return len(gone)
-
     def get(self, blob_id: bytes) -> Location | None:
         return self._blobs.get(blob_id)
 

@@ -259,10 +259,10 @@ class Vault:
         self.index_bytes_written = len(data)
         return name
 
-    def forget_missing_packs(self) -> int:
-        """Drop index entries whose pack is gone, so writers store those blobs again."""
+    def missing_packs(self) -> set[str]:
+        """Packs the index names that are not in storage."""
         present = {name.rsplit("/", 1)[-1] for name, _ in self.backend.list("packs")}
-        return self.index.drop_packs(set(self.index.packs()) - present)
+        return set(self.index.packs()) - present
 
     def decode_blob(self, blob_id: bytes, btype: int, flags: int, raw: int, data: bytes) -> bytes:
         what = f"blob {blob_id.hex()[:12]}"
