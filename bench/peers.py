@@ -82,6 +82,14 @@ class Runner(abc.ABC):
     def restore_cwd(self, target: Path) -> Path | None:
         return None
 
+    def repo_bytes(self) -> int:
+        """The repository's size after a step: its folder's, for a local repository."""
+        return tree_bytes(self.repo)
+
+    def step_details(self) -> dict[str, object]:
+        """Figures about the last command beyond the tool's own report (none by default)."""
+        return {}
+
     def restored_root(self, target: Path) -> Path:
         """Where the data folder lands: its absolute path, re-rooted at ``target``."""
         return target / self.data.relative_to(self.data.anchor)
@@ -126,14 +134,17 @@ class Reprieve(Runner):
     def tool_env(self) -> dict[str, str]:
         return {"REPRIEVE_PASSWORD": PASSWORD}
 
+    def vault(self) -> str:
+        return str(self.repo)
+
     def version_cmd(self) -> list[str]:
         return [self.executable(), "--version"]
 
     def init_cmd(self) -> list[str]:
-        return [self.executable(), "vault", "init", "--vault", str(self.repo)]
+        return [self.executable(), "vault", "init", "--vault", self.vault()]
 
     def backup_cmd(self, number: int) -> list[str]:
-        vault = ["--vault", str(self.repo), "--resource", "bench", "--json"]
+        vault = ["--vault", self.vault(), "--resource", "bench", "--json"]
         return [self.executable(), "backup", "files", str(self.data), *vault]
 
     def parse_backup(self, stdout: str) -> dict[str, object]:
@@ -147,7 +158,7 @@ class Reprieve(Runner):
     def restore_cmd(self, target: Path) -> list[str]:
         if self.point is None:
             raise BenchError("reprieve restore needs a backup first")
-        vault = ["--vault", str(self.repo), "--target", str(target)]
+        vault = ["--vault", self.vault(), "--target", str(target)]
         return [self.executable(), "restore", self.point, *vault]
 
 
@@ -160,8 +171,11 @@ class Restic(Runner):
     def version_cmd(self) -> list[str]:
         return ["restic", "version"]
 
+    def repository(self) -> str:
+        return str(self.repo)
+
     def _repo_args(self) -> list[str]:
-        return ["--repo", str(self.repo), "--cache-dir", str(self.home / "restic-cache")]
+        return ["--repo", self.repository(), "--cache-dir", str(self.home / "restic-cache")]
 
     def init_cmd(self) -> list[str]:
         # Format 2 is what enables compression (mode "auto" by default for backups).
@@ -225,8 +239,8 @@ def _result(runner: Runner, step: Step, done: Measured, details: dict[str, objec
         cpu_seconds=done.cpu_seconds,
         peak_rss_kib=done.peak_rss_kib,
         other_cpu_seconds=done.other_cpu_seconds,
-        repo_bytes=tree_bytes(runner.repo),
-        details=details,
+        repo_bytes=runner.repo_bytes(),
+        details={**details, **runner.step_details()},
     )
 
 

@@ -43,6 +43,8 @@ class Report:
     versions: dict[str, str]
     dataset: DatasetSummary
     results: list[StepResult]
+    # Lines about the setup that the figures depend on, e.g. where the repositories live.
+    notes: tuple[str, ...] = ()
 
     def data_bytes(self, step: Step) -> int | None:
         if step is Step.INIT:
@@ -122,6 +124,7 @@ def render_markdown(report: Report) -> str:
         f"- Change between backups: {d.mutated_bytes / MiB:,.1f} MiB written "
         f"({100 * d.mutated_bytes / d.base_bytes:.1f}% of the data); "
         f"{d.changed_total_bytes / MiB:,.0f} MiB after the change",
+        *(f"- {note}" for note in report.notes),
         "",
         "MB/s is the whole dataset (10^6 bytes) over the step's wall time; CPU s is the tool's "
         "user and system time, other CPU s what the rest of the machine used meanwhile; peak is "
@@ -186,6 +189,7 @@ def to_json(report: Report) -> str:
         "started_utc": report.started_utc,
         "machine": report.machine,
         "versions": report.versions,
+        "notes": list(report.notes),
         "dataset": asdict(report.dataset),
         "results": results,
         "final_repo_bytes": sizes,
@@ -197,9 +201,18 @@ def to_json(report: Report) -> str:
     return json.dumps(document, indent=2) + "\n"
 
 
-def write(report: Report, folder: Path, stamp: str) -> tuple[Path, Path]:
+def write(
+    report: Report,
+    folder: Path,
+    stamp: str,
+    extra_markdown: str = "",
+    extra_json: dict[str, object] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``STAMP.md`` and ``STAMP.json``; extra sections go after the report's own."""
     folder.mkdir(parents=True, exist_ok=True)
     markdown, data = folder / f"{stamp}.md", folder / f"{stamp}.json"
-    markdown.write_text(render_markdown(report))
-    data.write_text(to_json(report))
+    markdown.write_text(render_markdown(report) + extra_markdown)
+    document = json.loads(to_json(report))
+    document.update(extra_json or {})
+    data.write_text(json.dumps(document, indent=2) + "\n")
     return markdown, data

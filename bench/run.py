@@ -2,12 +2,18 @@
 
     python bench/run.py [--size 2G] [--seed 1] [--tools reprieve,restic,borg]
                         [--workdir DIR] [--keep] [--results bench/results]
+    python bench/run.py --s3 [--no-copy] [--tools reprieve,restic] [...]
 
 Every tool sees identical data at every step: the dataset is generated once, all tools
 make their first and unchanged backups of it, the dataset is changed once (about 2% of
 its bytes), and then all tools back up the changed tree and restore it. Each restore is
 compared file by file with the source. The report goes to stdout and, as Markdown and
 JSON, to the results folder; progress goes to stderr.
+
+With ``--s3`` the repositories live in S3 instead: one SeaweedFS gateway on 127.0.0.1 for
+the run, a bucket per tool (see ``s3mode.py``; borg has no S3 backend). reprieve then also
+copies a vault to a second gateway, timed against a plain S3 copy of the same objects (see
+``s3copy.py``; ``--no-copy`` skips this). Those reports are named ``<UTC>-s3``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,15 @@ from bench.dataset import FULL_SCALE, generate, mutate, parse_size
 from bench.measure import BenchError, tree_bytes
 from bench.peers import RUNNERS, Runner, Step, StepResult, backup, init, restore
 from bench.report import DatasetSummary, Report, machine_info, render_markdown, write
+from bench.s3copy import CopyResult, copy_bench, render_copy
+from bench.s3mode import (
+    S3_RUNNERS,
+    Seaweed,
+    render_server_cpu,
+    s3_notes,
+    s3_runners,
+    seaweed_server,
+)
 
 CHANGE_FRACTION = 0.02
 
@@ -42,6 +57,14 @@ def _tools(text: str) -> list[str]:
     return list(dict.fromkeys(tools))
 
 
+def _check_tools(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    available = list(S3_RUNNERS) if args.s3 else list(RUNNERS)
+    if args.tools is None:
+        args.tools = available
+    elif unsupported := [t for t in args.tools if t not in available]:
+        parser.error(f"--s3 does not support {', '.join(unsupported)}; choose from {available}")
+
+
 def _size(text: str) -> int:
     try:
         return parse_size(text)
@@ -53,7 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--size", type=_size, default=FULL_SCALE, help="dataset size (2G)")
     parser.add_argument("--seed", type=int, default=1, help="dataset seed (1)")
-    parser.add_argument("--tools", type=_tools, default=list(RUNNERS), help="comma-separated (all)")
+    parser.add_argument("--tools", type=_tools, help="comma-separated (all the mode supports)")
+    parser.add_argument("--s3", action="store_true", help="keep the repositories in S3")
+    parser.add_argument("--no-copy", action="store_true", help="with --s3: skip the copy test")
     parser.add_argument(
         "--workdir", type=Path, help="empty or new folder for data and repositories (temp)"
     )
@@ -64,7 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=Path(__file__).resolve().parent / "results",
         help="folder for the .md and .json reports (bench/results)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    _check_tools(parser, args)
+    return args
 
 
 def _progress(message: str) -> None:
@@ -79,12 +106,20 @@ def _done(result: StepResult) -> StepResult:
     return result
 
 
-def run_all(args: argparse.Namespace, workdir: Path, started: str) -> Report:
+def run_all(
+    args: argparse.Namespace, workdir: Path, started: str, server: Seaweed | None = None
+) -> Report:
+    """Every step for every tool; with ``server``, the repositories live in its buckets."""
     data = workdir / "data"
     _progress(f"generating {args.size / 2**20:,.0f} MiB dataset (seed {args.seed}) in {data}")
     info = generate(data, args.size, args.seed)
     _progress(f"dataset ready: {info.total_bytes / 2**20:,.0f} MiB in {info.files:,} files")
-    runners: list[Runner] = [RUNNERS[name](data, workdir) for name in args.tools]
+    runners: list[Runner]
+    notes: tuple[str, ...]
+    if server is None:
+        runners, notes = [RUNNERS[name](data, workdir) for name in args.tools], ()
+    else:
+        runners, notes = s3_runners(server, args.tools, data, workdir), s3_notes(server)
     versions = {r.name: r.version() for r in runners}
     results: list[StepResult] = []
 
@@ -107,7 +142,19 @@ def run_all(args: argparse.Namespace, workdir: Path, started: str) -> Report:
         mutated_bytes=mutated,
         changed_total_bytes=changed_total,
     )
-    return Report(started, machine_info(), versions, dataset, results)
+    return Report(started, machine_info(), versions, dataset, results, notes)
+
+
+def run_s3(
+    args: argparse.Namespace, workdir: Path, started: str
+) -> tuple[Report, CopyResult | None]:
+    with seaweed_server(workdir / "seaweed" / "main") as server:
+        _progress(f"S3 server at {server.endpoint}")
+        report = run_all(args, workdir, started, server)
+        copy = None
+        if "reprieve" in args.tools and not args.no_copy:
+            copy = copy_bench(workdir / "data", workdir, server, _progress)
+    return report, copy
 
 
 def _prepare_workdir(requested: Path | None) -> tuple[Path, bool]:
@@ -125,7 +172,7 @@ def _cleanup(workdir: Path, owned: bool) -> None:
     if owned:
         shutil.rmtree(workdir, ignore_errors=True)
         return
-    for name in ("data", "repos", "restore", "home", "logs"):
+    for name in ("data", "repos", "restore", "home", "logs", "seaweed", "copy"):
         shutil.rmtree(workdir / name, ignore_errors=True)
 
 
@@ -138,8 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
+    copy: CopyResult | None = None
     try:
-        report = run_all(args, workdir, started)
+        if args.s3:
+            report, copy = run_s3(args, workdir, started)
+        else:
+            report = run_all(args, workdir, started)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         if not args.keep:
@@ -150,8 +201,14 @@ def main(argv: list[str] | None = None) -> int:
             _progress(f"kept the work folder {workdir}")
         else:
             _cleanup(workdir, owned)
-    print(render_markdown(report))
-    markdown, data = write(report, args.results, stamp)
+    extra_markdown, extra_json = "", dict[str, object]()
+    if args.s3:
+        extra_markdown = render_server_cpu(report.results)
+        extra_markdown += render_copy(copy) if copy is not None else ""
+        extra_json = {"mode": "s3", "copy": None if copy is None else copy.to_json()}
+        stamp += "-s3"
+    print(render_markdown(report) + extra_markdown)
+    markdown, data = write(report, args.results, stamp, extra_markdown, extra_json)
     _progress(f"wrote {markdown} and {data}")
     return 0
 

@@ -1,0 +1,174 @@
+"""Copying a vault between two S3 services: ``reprieve copy`` against a plain S3 copy.
+
+A second SeaweedFS gateway stands in for a second region. Vault A (bucket ``copy-source``
+on the run's gateway) gets one backup of the dataset; then ``reprieve copy`` sends it to
+vault B (bucket ``copy-target`` on the second gateway), decrypting and re-encrypting on
+the way. The baseline is the least any copy tool has to do: list vault A's bucket, GET
+every object and PUT it unchanged into a new bucket on the second gateway, with boto3 and
+eight threads. ``baseline ÷ reprieve`` divides the baseline's seconds by reprieve's: 1
+means reprieve copies as fast as plain S3 traffic allows, above 1 that it is faster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.measure import BenchError, run_measured
+from bench.peers import PASSWORD, Step, backup, init
+from bench.s3mode import (
+    S3_ERRORS,
+    Bucket,
+    S3Reprieve,
+    Seaweed,
+    create_bucket,
+    list_objects,
+    s3_client,
+    seaweed_server,
+)
+
+MB = 1_000_000
+MiB = 1024 * 1024
+BASELINE_THREADS = 8
+TARGET_RATIO = 0.8
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    source_objects: int
+    source_bytes: int
+    backup_seconds: float
+    reprieve_seconds: float
+    reprieve_cpu_seconds: float
+    reprieve_peak_rss_kib: int
+    reprieve_report: dict[str, object]
+    target_bytes: int
+    baseline_seconds: float
+    baseline_cpu_seconds: float
+    baseline_objects: int
+    baseline_bytes: int
+    baseline_threads: int
+
+    @property
+    def ratio(self) -> float:
+        """Baseline seconds over reprieve's: at least ``TARGET_RATIO`` is the goal."""
+        return self.baseline_seconds / self.reprieve_seconds if self.reprieve_seconds else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        document: dict[str, object] = asdict(self)
+        document["baseline_over_reprieve_seconds"] = self.ratio
+        document["target_ratio"] = TARGET_RATIO
+        return document
+
+
+def plain_copy(source: Bucket, target: Bucket, threads: int) -> tuple[float, float, int, int]:
+    """Copy every object of ``source`` into ``target`` unchanged.
+
+    Returns wall seconds, this process's CPU seconds, objects and bytes; the listing is
+    on the clock, as it is for ``reprieve copy``.
+    """
+    read, write = s3_client(source.server, threads), s3_client(target.server, threads)
+
+    def one(item: tuple[str, int]) -> int:
+        body: bytes = read.get_object(Bucket=source.name, Key=item[0])["Body"].read()
+        write.put_object(Bucket=target.name, Key=item[0], Body=body)
+        return len(body)
+
+    started, cpu = time.perf_counter(), time.process_time()
+    try:
+        objects = list_objects(read, source.name)
+        with ThreadPoolExecutor(threads) as pool:
+            copied = sum(pool.map(one, objects))
+    except S3_ERRORS as exc:
+        raise BenchError(f"plain S3 copy from {source.name} failed: {exc}") from exc
+    return time.perf_counter() - started, time.process_time() - cpu, len(objects), copied
+
+
+def _copy_report(stdout: str) -> dict[str, Any]:
+    """``reprieve copy --json``'s document; it must say that the one point was copied."""
+    try:
+        report = json.loads(stdout)
+    except json.JSONDecodeError:
+        report = None
+    if not isinstance(report, dict) or report.get("points_copied") != 1:
+        raise BenchError(f"reprieve copy did not report copying the one point: {stdout!r}")
+    return report
+
+
+def copy_bench(
+    data: Path, workdir: Path, first: Seaweed, progress: Callable[[str], None]
+) -> CopyResult:
+    root = workdir / "copy"
+    with seaweed_server(workdir / "seaweed" / "second") as second:
+        progress(f"second S3 server at {second.endpoint}")
+        source = S3Reprieve(data, root, create_bucket(first, "copy-source"))
+        target = S3Reprieve(data, root / "target", create_bucket(second, "copy-target"))
+        init(source)
+        init(target)
+        first_backup = backup(source, Step.FIRST)
+        progress(f"copy: backup into vault A in {first_backup.seconds:.2f} s")
+        os.sync()
+        cmd = [source.executable(), "copy", "--from", source.vault(), "--to", target.vault()]
+        done = run_measured(
+            [*cmd, "--json"],
+            env={**source.env(), "REPRIEVE_TO_PASSWORD": PASSWORD},
+            log=source.logs / "reprieve-copy.err",
+        )
+        report = _copy_report(done.stdout)
+        progress(f"copy: reprieve copy in {done.seconds:.2f} s")
+        os.sync()
+        baseline = create_bucket(second, "copy-baseline")
+        seconds, cpu, objects, copied = plain_copy(source.bucket, baseline, BASELINE_THREADS)
+        progress(f"copy: plain S3 copy of {objects} objects in {seconds:.2f} s")
+        source_objects = list_objects(s3_client(first), source.bucket.name)
+        return CopyResult(
+            source_objects=len(source_objects),
+            source_bytes=sum(size for _, size in source_objects),
+            backup_seconds=first_backup.seconds,
+            reprieve_seconds=done.seconds,
+            reprieve_cpu_seconds=done.cpu_seconds,
+            reprieve_peak_rss_kib=done.peak_rss_kib,
+            reprieve_report=report,
+            target_bytes=target.bucket.object_bytes(),
+            baseline_seconds=seconds,
+            baseline_cpu_seconds=cpu,
+            baseline_objects=objects,
+            baseline_bytes=copied,
+            baseline_threads=BASELINE_THREADS,
+        )
+
+
+def render_copy(result: CopyResult) -> str:
+    source_mb = result.source_bytes / MB
+    verdict = "meets" if result.ratio >= TARGET_RATIO else "misses"
+    return "\n".join(
+        [
+            "",
+            "## Copy between two S3 services",
+            "",
+            f"Vault A holds one backup of the dataset: {result.source_objects:,} objects, "
+            f"{result.source_bytes / MiB:,.1f} MiB (backed up in {result.backup_seconds:.2f} s)."
+            " MB/s is vault A's size over the copy's wall time; written is what landed in the "
+            "second service's bucket.",
+            "",
+            "| method | seconds | MB/s | CPU s | peak MiB | written MiB |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            f"| reprieve copy | {result.reprieve_seconds:,.2f} "
+            f"| {source_mb / result.reprieve_seconds:,.1f} "
+            f"| {result.reprieve_cpu_seconds:,.1f} | {result.reprieve_peak_rss_kib / 1024:,.0f} "
+            f"| {result.target_bytes / MiB:,.1f} |",
+            f"| plain S3 copy (boto3, {result.baseline_threads} threads) "
+            f"| {result.baseline_seconds:,.2f} | {source_mb / result.baseline_seconds:,.1f} "
+            f"| {result.baseline_cpu_seconds:,.1f} | — | {result.baseline_bytes / MiB:,.1f} |",
+            "",
+            f"Baseline seconds ÷ reprieve seconds: {result.ratio:.2f} ({verdict} the target of "
+            f"{TARGET_RATIO}).",
+            "",
+        ]
+    )

@@ -1,0 +1,195 @@
+"""Repositories in S3: a SeaweedFS gateway on 127.0.0.1, over http, with a bucket per tool.
+
+reprieve's vault is ``s3://BUCKET/bench?endpoint=URL`` and restic's repository
+``s3:URL/BUCKET/bench``; both get the gateway's credentials and none of the user's other
+``AWS_*`` settings (``AWS_CA_BUNDLE`` and profiles included), so local AWS configuration
+cannot change the figures. A repository's size is the sum of the object sizes in its
+bucket. The gateway runs on the same cores as the tools: its CPU time during a step is
+recorded as ``server_cpu_seconds`` and left out of the step's "other CPU" figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from bench.measure import BenchError, Measured
+from bench.peers import Reprieve, Restic, Runner, StepResult
+
+_TESTS = Path(__file__).resolve().parent.parent / "tests"
+if str(_TESTS) not in sys.path:
+    sys.path.insert(0, str(_TESTS))
+
+from seaweed import Seaweed as Seaweed  # noqa: E402  (re-exported)
+from seaweed import start_seaweed  # noqa: E402
+
+PREFIX = "bench"
+S3_ERRORS = (BotoCoreError, ClientError)
+_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+
+
+@contextmanager
+def seaweed_server(folder: Path) -> Iterator[Seaweed]:
+    """A running gateway with its data in ``folder``, stopped on the way out whatever happens."""
+    try:
+        server = start_seaweed(folder)
+    except RuntimeError as exc:
+        raise BenchError(f"cannot start SeaweedFS: {exc}") from exc
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def server_version() -> str:
+    from seaweed import weed_binary
+
+    try:
+        done = subprocess.run([weed_binary(), "version"], capture_output=True, text=True)
+    except (OSError, RuntimeError):
+        return "unknown"
+    first = done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
+    return first.removeprefix("version ").strip() or "unknown"
+
+
+def credentials(server: Seaweed) -> dict[str, str]:
+    return {key: server.env[key] for key in _CREDENTIALS}
+
+
+def s3_client(server: Seaweed, connections: int = 10) -> Any:
+    env = server.env
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        config=Config(
+            max_pool_connections=connections,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+def list_objects(client: Any, bucket: str) -> list[tuple[str, int]]:
+    """(key, size) of every object in ``bucket``."""
+    found: list[tuple[str, int]] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        found.extend((obj["Key"], int(obj["Size"])) for obj in page.get("Contents", []))
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    server: Seaweed
+    name: str
+
+    def object_bytes(self) -> int:
+        try:
+            return sum(size for _, size in list_objects(s3_client(self.server), self.name))
+        except S3_ERRORS as exc:
+            raise BenchError(f"cannot list bucket {self.name}: {exc}") from exc
+
+
+def create_bucket(server: Seaweed, name: str) -> Bucket:
+    try:
+        s3_client(server).create_bucket(Bucket=name)
+    except S3_ERRORS as exc:
+        raise BenchError(f"cannot create bucket {name} at {server.endpoint}: {exc}") from exc
+    return Bucket(server, name)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` and its reaped children; 0 if unknown."""
+    try:
+        # Fields after the parenthesised command name start at field 3 (state).
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class S3Runner(Runner):
+    """A runner whose repository lives in ``bucket`` (mixed in before the tool's runner)."""
+
+    def __init__(self, data: Path, workdir: Path, bucket: Bucket) -> None:
+        super().__init__(data, workdir)
+        self.bucket = bucket
+        self.server_cpu_seconds = 0.0
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in super().env().items() if not k.startswith("AWS_")}
+        env.update(credentials(self.bucket.server))
+        return env
+
+    def repo_bytes(self) -> int:
+        return self.bucket.object_bytes()
+
+    def run(self, label: str, cmd: list[str], cwd: Path | None = None) -> Measured:
+        pid = self.bucket.server.process.pid
+        before = process_cpu_seconds(pid)
+        done = super().run(label, cmd, cwd)
+        self.server_cpu_seconds = max(0.0, process_cpu_seconds(pid) - before)
+        other = max(0.0, done.other_cpu_seconds - self.server_cpu_seconds)
+        return dataclasses.replace(done, other_cpu_seconds=other)
+
+    def step_details(self) -> dict[str, object]:
+        return {"server_cpu_seconds": round(self.server_cpu_seconds, 2)}
+
+
+class S3Reprieve(S3Runner, Reprieve):
+    def vault(self) -> str:
+        return f"s3://{self.bucket.name}/{PREFIX}?endpoint={self.bucket.server.endpoint}"
+
+
+class S3Restic(S3Runner, Restic):
+    def repository(self) -> str:
+        return f"s3:{self.bucket.server.endpoint}/{self.bucket.name}/{PREFIX}"
+
+
+S3_RUNNERS: dict[str, type[S3Runner]] = {r.name: r for r in (S3Reprieve, S3Restic)}
+
+
+def s3_runners(server: Seaweed, tools: list[str], data: Path, workdir: Path) -> list[Runner]:
+    """One runner per tool, each with a new bucket ``bench-TOOL`` on ``server``."""
+    return [
+        S3_RUNNERS[tool](data, workdir, create_bucket(server, f"{PREFIX}-{tool}")) for tool in tools
+    ]
+
+
+def s3_notes(server: Seaweed) -> tuple[str, ...]:
+    return (
+        f"Storage: S3, SeaweedFS {server_version()} (`weed mini`) on 127.0.0.1 over http, "
+        "one bucket per tool; repo is the sum of the object sizes in the tool's bucket",
+        "The S3 server runs on the same cores: its CPU time is not in other CPU s but in "
+        "the server CPU table below",
+    )
+
+
+def render_server_cpu(results: list[StepResult]) -> str:
+    lines = [
+        "",
+        "S3 server CPU seconds during each step:",
+        "",
+        "| step | tool | seconds | server CPU s |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    for result in results:
+        cpu = result.details.get("server_cpu_seconds")
+        if isinstance(cpu, float | int):
+            lines.append(
+                f"| {result.step.value} | {result.tool} | {result.seconds:,.2f} | {cpu:,.1f} |"
+            )
+    return "\n".join(lines) + "\n"
