@@ -24,6 +24,7 @@ from reprieve.vault.repository import Vault
 from reprieve.vault.writer import BlobWriter, WriteStats
 
 INDEX_EVERY_PACKS = 8
+TREE_PACK_CACHE = 4
 
 
 @dataclass
@@ -75,6 +76,9 @@ def backup_files(
     check_resource_name(resource)
     started = time.monotonic()
     now = datetime.now(UTC)
+    # The parent's folder listings are read whole-pack at a time: on S3, one
+    # request per tree pack rather than one per folder.
+    vault.cache_packs(TREE_PACK_CACHE)
     with VaultLock(vault.backend, LockKind.SHARED, "backup", force_unlock):
         previous = [p for p in vault.points(resource) if p.kind == "files"]
         parent = previous[-1] if previous else None

@@ -32,6 +32,8 @@ from reprieve.vault.writer import BlobWriter
 # Index each pack as soon as it is stored: a rerun re-sends at most the packs
 # that were stored but not yet indexed when the copy died (one per writer).
 INDEX_EVERY_PACKS = 1
+# Source packs are read whole, once: one request per pack instead of per blob.
+COPY_PACK_CACHE = 4
 
 
 @dataclass
@@ -132,6 +134,7 @@ def copy_points(
         result.skipped = len(wanted) - len(missing)
         result.lag_before_s = _lag(missing, datetime.now(UTC))
         progress.start("copy", sum(int(p.stats.get("bytes", 0)) for p in missing))
+        src.cache_packs(COPY_PACK_CACHE)
         # Deduplicating against an index that names lost packs would make new
         # points depend on data the target no longer has.
         lost = dst.missing_packs()

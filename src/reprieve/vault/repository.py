@@ -24,6 +24,7 @@ import json
 import secrets
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +88,37 @@ def _config_mac(master: MasterKey, body: bytes) -> str:
     return blake3.blake3(body, key=blake3.blake3(b"config", key=master.id_key).digest()).hexdigest()
 
 
+class PackCache:
+    """The most recently used packs, each fetched once even when threads race."""
+
+    def __init__(self, backend: Backend, count: int) -> None:
+        self.backend = backend
+        self.count = count
+        self._packs: OrderedDict[str, Future[bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def blob(self, pack: str, offset: int, length: int) -> memoryview:
+        with self._lock:
+            future = self._packs.get(pack)
+            if future is None:
+                future = self._packs[pack] = Future()
+                owner = True
+                while len(self._packs) > self.count:
+                    self._packs.popitem(last=False)
+            else:
+                owner = False
+                self._packs.move_to_end(pack)
+        if owner:
+            try:
+                future.set_result(self.backend.get(pack_path(pack)))
+            except BaseException as exc:
+                with self._lock:
+                    self._packs.pop(pack, None)
+                future.set_exception(exc)
+                raise
+        return memoryview(future.result())[offset : offset + length]
+
+
 def backend_for(location: str) -> Backend:
     if location.startswith("s3://"):
         from reprieve.vault.backends.s3 import S3Backend  # boto3 is slow to import
@@ -123,6 +155,7 @@ class Vault:
         self._index: Index | None = None
         self.damaged_points: dict[str, str] = {}
         self.index_bytes_written = 0
+        self._packs: PackCache | None = None
         self._trees: OrderedDict[bytes, list[Node]] = OrderedDict()
         self._trees_lock = threading.Lock()
 
@@ -264,7 +297,9 @@ class Vault:
         present = {name.rsplit("/", 1)[-1] for name, _ in self.backend.list("packs")}
         return set(self.index.packs()) - present
 
-    def decode_blob(self, blob_id: bytes, btype: int, flags: int, raw: int, data: bytes) -> bytes:
+    def decode_blob(
+        self, blob_id: bytes, btype: int, flags: int, raw: int, data: bytes | memoryview
+    ) -> bytes:
         what = f"blob {blob_id.hex()[:12]}"
         plain = self.cipher.open(data, blob_aad(blob_id, btype, flags), what)
         if flags == Compression.ZSTD:
@@ -285,11 +320,21 @@ class Vault:
                     "(`reprieve vault rebuild-index` may recover it)"
                 )
             raise DamageError(f"blob {blob_id.hex()[:12]} is missing from the index")
+        data: bytes | memoryview
         try:
-            data = self.backend.get_range(pack_path(loc.pack), loc.offset, loc.length)
+            if self._packs is not None:
+                data = self._packs.blob(loc.pack, loc.offset, loc.length)
+            else:
+                data = self.backend.get_range(pack_path(loc.pack), loc.offset, loc.length)
         except NotFoundError as exc:
             raise DamageError(f"pack {loc.pack[:12]} is missing") from exc
         return self.decode_blob(blob_id, loc.type, loc.flags, loc.raw_length, data)
+
+    def cache_packs(self, count: int) -> None:
+        """Read whole packs, keeping the last ``count``: for restores and copies,
+        which read most of every pack they touch. On S3 this turns one request
+        per blob into one per pack."""
+        self._packs = PackCache(self.backend, count)
 
     def read_tree(self, tree_id: bytes) -> list[Node]:
         with self._trees_lock:
