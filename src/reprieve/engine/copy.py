@@ -15,8 +15,10 @@ sent again.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -32,6 +34,8 @@ from reprieve.vault.writer import BlobWriter
 # Index each pack as soon as it is stored: a rerun re-sends at most the packs
 # that were stored but not yet indexed when the copy died (one per writer).
 INDEX_EVERY_PACKS = 1
+# Blobs in flight between the reader pool and the writer, at most.
+READ_WINDOW = 8
 # Source packs are read whole, once: one request per pack instead of per blob.
 COPY_PACK_CACHE = 4
 
@@ -76,15 +80,27 @@ class _Copier:
         self.blobs: dict[bytes, bytes] = {}
         self.trees: dict[bytes, bytes] = {}
         self.bytes_read = 0
+        self._lock = threading.Lock()
+        # Decrypting, decompressing and verifying release the GIL: two
+        # readers keep both cores busy while the writer's pool re-encrypts.
+        self.readers = ThreadPoolExecutor(2, thread_name_prefix="copy-read")
 
-    def blob(self, blob_id: bytes) -> bytes:
-        known = self.blobs.get(blob_id)
-        if known is None:
-            data = self.src.read_blob(blob_id)
+    def _carry(self, blob_id: bytes) -> bytes:
+        """Read, verify, and store one blob; runs in the reader pool."""
+        data, packed = self.src.read_blob_stored(blob_id)
+        self.progress.advance(len(data))
+        with self._lock:
             self.bytes_read += len(data)
-            self.progress.advance(len(data))
-            known = self.blobs[blob_id] = self.writer.add(data)
-        return known
+        # Already compressed in the source: stored so again, not recompressed.
+        return self.writer.add(data, packed=packed)
+
+    def blobs_of(self, wanted: list[bytes]) -> None:
+        """Carry every blob in ``wanted`` not yet carried, a bounded window at a time."""
+        todo = [b for b in dict.fromkeys(wanted) if b not in self.blobs]
+        for start in range(0, len(todo), READ_WINDOW):
+            window = todo[start : start + READ_WINDOW]
+            for blob_id, new in zip(window, self.readers.map(self._carry, window), strict=True):
+                self.blobs[blob_id] = new
 
     def tree(self, tree_id: bytes) -> bytes:
         known = self.trees.get(tree_id)
@@ -95,7 +111,9 @@ class _Copier:
         for node in nodes:
             if node.type is NodeType.DIR and node.subtree is not None:
                 node.subtree = self.tree(node.subtree)
-            node.content = [self.blob(b) for b in node.content]
+        self.blobs_of([b for node in nodes for b in node.content])
+        for node in nodes:
+            node.content = [self.blobs[b] for b in node.content]
         new = self.writer.add(encode_tree(nodes), BlobType.TREE)
         self.trees[tree_id] = new
         return new
@@ -145,29 +163,12 @@ def copy_points(
             )
         with BlobWriter(dst, index_every=INDEX_EVERY_PACKS) as writer:
             copier = _Copier(src, writer, progress)
-            for point in sorted(missing, key=lambda p: (p.time, p.id)):
-                try:
-                    tree = copier.tree(point.tree)
-                except DamageError as exc:
-                    # One damaged point must not hold back every later one.
-                    result.damaged.append((point.id, str(exc)))
-                    continue
-                writer.flush()
-                copy = Point(
-                    resource=point.resource,
-                    kind=point.kind,
-                    time=point.time,
-                    tree=tree,
-                    tags=dict(point.tags),
-                    paths=list(point.paths),
-                    host=point.host,
-                    parent=mapped.get(point.parent or ""),
-                    stats=dict(point.stats),
-                    origin=f"{src.config.id}/{point.id}",
-                )
-                dst.save_point(copy)
-                mapped[point.id] = copy.id
-                result.copied.append((point.id, copy.id))
+            try:
+                for point in sorted(missing, key=lambda p: (p.time, p.id)):
+                    _copy_one(point, copier, writer, dst, src.config.id, mapped, result)
+            finally:
+                copier.readers.shutdown(wait=True, cancel_futures=True)
+
             result.bytes_transferred = writer.stats.bytes_stored
             result.bytes_read = copier.bytes_read
         progress.finish()
@@ -175,3 +176,37 @@ def copy_points(
         result.lag_after_s = _lag(left, datetime.now(UTC))
     result.duration_s = time.monotonic() - started
     return result
+
+
+def _copy_one(
+    point: Point,
+    copier: _Copier,
+    writer: BlobWriter,
+    dst: Vault,
+    source_id: str,
+    mapped: dict[str, str],
+    result: CopyResult,
+) -> None:
+    """Copy one point: its data, then (index written) the point itself."""
+    try:
+        tree = copier.tree(point.tree)
+    except DamageError as exc:
+        # One damaged point must not hold back every later one.
+        result.damaged.append((point.id, str(exc)))
+        return
+    writer.flush()
+    copy = Point(
+        resource=point.resource,
+        kind=point.kind,
+        time=point.time,
+        tree=tree,
+        tags=dict(point.tags),
+        paths=list(point.paths),
+        host=point.host,
+        parent=mapped.get(point.parent or ""),
+        stats=dict(point.stats),
+        origin=f"{source_id}/{point.id}",
+    )
+    dst.save_point(copy)
+    mapped[point.id] = copy.id
+    result.copied.append((point.id, copy.id))

@@ -300,18 +300,28 @@ class Vault:
     def decode_blob(
         self, blob_id: bytes, btype: int, flags: int, raw: int, data: bytes | memoryview
     ) -> bytes:
+        return self._open_blob(blob_id, btype, flags, raw, data)[0]
+
+    def _open_blob(
+        self, blob_id: bytes, btype: int, flags: int, raw: int, data: bytes | memoryview
+    ) -> tuple[bytes, bytes | None]:
+        """The verified plaintext, and the zstd form it was stored in (if any)."""
         what = f"blob {blob_id.hex()[:12]}"
-        plain = self.cipher.open(data, blob_aad(blob_id, btype, flags), what)
+        plain = packed = self.cipher.open(data, blob_aad(blob_id, btype, flags), what)
         if flags == Compression.ZSTD:
             try:
-                plain = _decompress(plain, raw)
+                plain = _decompress(packed, raw)
             except zstandard.ZstdError as exc:
                 raise DamageError(f"{what} does not decompress") from exc
         if len(plain) != raw or self.cipher.blob_id(plain) != blob_id:
             raise DamageError(f"{what} does not match its id")
-        return plain
+        return plain, packed if flags == Compression.ZSTD else None
 
     def read_blob(self, blob_id: bytes) -> bytes:
+        return self.read_blob_stored(blob_id)[0]
+
+    def read_blob_stored(self, blob_id: bytes) -> tuple[bytes, bytes | None]:
+        """The verified plaintext, and its compressed form when stored so."""
         loc = self.index.get(blob_id)
         if loc is None:
             if self.index.damaged:
@@ -328,7 +338,7 @@ class Vault:
                 data = self.backend.get_range(pack_path(loc.pack), loc.offset, loc.length)
         except NotFoundError as exc:
             raise DamageError(f"pack {loc.pack[:12]} is missing") from exc
-        return self.decode_blob(blob_id, loc.type, loc.flags, loc.raw_length, data)
+        return self._open_blob(blob_id, loc.type, loc.flags, loc.raw_length, data)
 
     def cache_packs(self, count: int) -> None:
         """Read whole packs, keeping the last ``count``: for restores and copies,

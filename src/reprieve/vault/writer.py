@@ -162,12 +162,18 @@ class BlobWriter:
         if self._error is not None:
             raise self._error
 
-    def add(self, data: bytes | memoryview, blob_type: BlobType = BlobType.DATA) -> bytes:
+    def add(
+        self,
+        data: bytes | memoryview,
+        blob_type: BlobType = BlobType.DATA,
+        packed: bytes | None = None,
+    ) -> bytes:
         """Store a blob unless the vault already has it; returns its id.
 
         Hashing runs in the caller's thread. Small blobs are compressed and
         sealed there too (a hand-off costs more than the work); larger ones
-        go to the store pool.
+        go to the store pool. ``packed``, when given, is ``data`` already
+        zstd-compressed (by a copy's source vault) and is stored as it is.
         """
         self._check()
         blob_id = self.cipher.blob_id(data)
@@ -177,10 +183,10 @@ class BlobWriter:
             self._pending.add(blob_id)
         size = len(data)
         if size < INLINE_STORE:
-            self._store(blob_id, blob_type, data)
+            self._store(blob_id, blob_type, data, packed)
             return blob_id
         self.budget.acquire(size)
-        future = self.pool.submit(self._store, blob_id, blob_type, data)
+        future = self.pool.submit(self._store, blob_id, blob_type, data, packed)
         with self._lock:
             self._futures.add(future)
         future.add_done_callback(self._done(size))
@@ -214,13 +220,21 @@ class BlobWriter:
             return True
         return len(self._compressor().compress(data[:PROBE])) < PROBE * (1 - MIN_SAVING)
 
-    def _store(self, blob_id: bytes, blob_type: BlobType, data: bytes | memoryview) -> None:
+    def _store(
+        self,
+        blob_id: bytes,
+        blob_type: BlobType,
+        data: bytes | memoryview,
+        packed: bytes | None = None,
+    ) -> None:
         if self._error is not None:
             return
         raw = len(data)
         flags = Compression.NONE
         payload: bytes | memoryview = data
-        if raw >= 64 and self._worth_compressing(data):
+        if packed is not None:
+            payload, flags = packed, Compression.ZSTD
+        elif raw >= 64 and self._worth_compressing(data):
             packed = self._compressor().compress(data)
             if len(packed) < raw * (1 - MIN_SAVING):
                 payload, flags = packed, Compression.ZSTD
