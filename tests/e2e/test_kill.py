@@ -53,7 +53,9 @@ def files_under(folder: Path) -> set[str]:
 
 
 def locks_in(vault: Path) -> set[str]:
-    return files_under(vault / "locks")
+    # A `.tmp-*` file is a lock write the kill interrupted: not a lock (the
+    # backend never lists it), and prune removes such debris once it is old.
+    return {name for name in files_under(vault / "locks") if not name.startswith(".tmp-")}
 
 
 @dataclass(frozen=True)
