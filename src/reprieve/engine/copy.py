@@ -2,10 +2,12 @@
 
 Each vault has its own keys, so nothing is copied as stored bytes: every
 blob is read and verified in the source, re-identified with the
-destination's id key, and stored (compressed and encrypted) only if the
-destination lacks it. Trees are rewritten with the new ids; the point is
-saved last and records its origin (``<source vault id>/<source point>``),
-which is how a rerun knows what already arrived.
+destination's id key, and stored (encrypted; compressed as it was) only if
+the destination lacks it. Trees are rewritten with the new ids, read back
+from the destination (decrypted and re-hashed) with every blob they name
+found in its index, and only then is the point saved, recording its origin
+(``<source vault id>/<source point>``), which is how a rerun knows what
+already arrived.
 
 Resumable: the writer indexes every pack once stored, so a copy killed
 midway and run again finds what it had uploaded and does not send it twice;
@@ -178,6 +180,27 @@ def copy_points(
     return result
 
 
+def verify_copied_tree(dst: Vault, tree_id: bytes) -> None:
+    """Read back the target's new trees, and find every blob they name indexed.
+
+    Runs after the index is written and before the point is saved, so a
+    point never lands on data the target cannot show it holds.
+    """
+    stack = [tree_id]
+    seen: set[bytes] = set()
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for node in dst.read_tree(current):
+            if node.subtree is not None:
+                stack.append(node.subtree)
+            missing = next((b for b in node.content if b not in dst.index), None)
+            if missing is not None:
+                raise DamageError(f"copied blob {missing.hex()[:12]} is not in the target")
+
+
 def _copy_one(
     point: Point,
     copier: _Copier,
@@ -195,6 +218,7 @@ def _copy_one(
         result.damaged.append((point.id, str(exc)))
         return
     writer.flush()
+    verify_copied_tree(dst, tree)
     copy = Point(
         resource=point.resource,
         kind=point.kind,
