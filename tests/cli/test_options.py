@@ -76,7 +76,7 @@ def test_json_of_vault_key_and_restore_commands_is_one_document(tmp_path: Path) 
     created = json_document(
         run_cli("vault", "init", "--vault", location, "--region", "eu-1", "--json", *FAST_KDF)
     )
-    assert set(created) == {"vault", "id", "region"}
+    assert set(created) == {"vault", "id", "region", "lock"}
     assert created["vault"] == str(location) and created["region"] == "eu-1"
 
     source = tmp_path / "data"
@@ -85,7 +85,23 @@ def test_json_of_vault_key_and_restore_commands_is_one_document(tmp_path: Path) 
     point = json_document(backup)["point"]
 
     shown = json_document(run_cli("vault", "show", "--vault", location, "--json"))
-    assert set(shown) == {"vault", "id", "region", "created", "format", "points", "sizes", "bytes"}
+    assert set(shown) == {
+        "vault",
+        "id",
+        "region",
+        "created",
+        "format",
+        "points",
+        "sizes",
+        "bytes",
+        "bytes_by_storage_class",
+        "lock",
+        "lock_enforced_by",
+        "min_retention_s",
+        "max_retention_s",
+        "storage_class",
+    }
+    assert shown["lock"] is None and shown["bytes_by_storage_class"]["LOCAL"] > shown["bytes"]
     assert (shown["id"], shown["points"]) == (created["id"], 1)
     assert shown["bytes"] == sum(shown["sizes"].values()) > 3000
 

@@ -31,12 +31,14 @@ class FailingLockWrites(LocalBackend):
         self.fail_next = 0
         self.failed = 0
 
-    def put(self, name: str, data: bytes | memoryview) -> None:
+    def put(
+        self, name: str, data: bytes | memoryview, retain_until: datetime | None = None
+    ) -> None:
         if name.startswith("locks/") and self.fail_next:
             self.fail_next -= 1
             self.failed += 1
             raise StorageError(f"writing {name}: refused by the test backend")
-        super().put(name, data)
+        super().put(name, data, retain_until)
 
 
 def hold_lock(backend: LocalBackend, kind: LockKind, pid: int) -> str:

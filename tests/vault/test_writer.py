@@ -7,6 +7,7 @@ result through the vault's own index and read path.
 from __future__ import annotations
 
 import random
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -99,12 +100,14 @@ class PacksFail(LocalBackend):
         super().__init__(root)
         self.raised: list[StorageError] = []
 
-    def put(self, name: str, data: bytes | memoryview) -> None:
+    def put(
+        self, name: str, data: bytes | memoryview, retain_until: datetime | None = None
+    ) -> None:
         if name.startswith("packs/"):
             error = StorageError(f"writing {name}: refused by the test backend")
             self.raised.append(error)
             raise error
-        super().put(name, data)
+        super().put(name, data, retain_until)
 
 
 def test_failed_pack_write_surfaces_from_flush_and_writes_no_index(tmp_path: Path) -> None:

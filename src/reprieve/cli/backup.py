@@ -14,6 +14,7 @@ from reprieve.cli.common import (
 )
 from reprieve.engine.backup import backup_files
 from reprieve.errors import ReprieveError, UsageError
+from reprieve.policy.retention import parse_duration
 from reprieve.vault.repository import Vault
 
 
@@ -40,6 +41,11 @@ def backup() -> None:
 @click.option("--resource", required=True, help="Name of the protected resource.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag the point.")
 @click.option("--exclude", "excludes", multiple=True, metavar="PATTERN", help="Skip matches.")
+@click.option(
+    "--retain",
+    metavar="DURATION",
+    help="Lock the point for this long, e.g. 35d (locked vaults; default: their minimum).",
+)
 def files(
     vault: Vault,
     paths: tuple[str, ...],
@@ -48,13 +54,17 @@ def files(
     resource: str,
     tags: tuple[str, ...],
     excludes: tuple[str, ...],
+    retain: str | None,
 ) -> None:
     """Back up files and folders; unchanged files are not read again."""
     tag_map = parse_tags(tags)
+    span = parse_duration(retain) if retain else None
     progress = progress_for(as_json, f"backup {resource}")
     progress.start(f"backup {resource}")
     try:
-        result = backup_files(vault, paths, resource, tag_map, excludes, progress, force_unlock)
+        result = backup_files(
+            vault, paths, resource, tag_map, excludes, progress, force_unlock, span
+        )
     finally:
         progress.finish()
     doc = result.summary()

@@ -10,6 +10,7 @@ import click
 from reprieve.cli.common import emit, human_bytes, json_option, progress_for, read_secret
 from reprieve.engine.copy import copy_points
 from reprieve.errors import DamageError
+from reprieve.policy.retention import parse_duration
 from reprieve.vault.repository import Vault, backend_for
 
 
@@ -30,6 +31,11 @@ from reprieve.vault.repository import Vault, backend_for
     help="Target password (default: REPRIEVE_TO_PASSWORD, else the source's).",
 )
 @click.option("--to-key-file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--retain",
+    metavar="DURATION",
+    help="Retention of the copies, from each point's time (default: the source's).",
+)
 @json_option
 def copy(
     point_ids: tuple[str, ...],
@@ -40,6 +46,7 @@ def copy(
     key_file: Path | None,
     to_password_file: Path | None,
     to_key_file: Path | None,
+    retain: str | None,
     as_json: bool,
 ) -> None:
     """Copy points the target lacks; only missing data is sent, re-encrypted."""
@@ -52,7 +59,14 @@ def copy(
         dst_secret = src_secret
     src = Vault.open(backend_for(source), src_secret)
     dst = Vault.open(backend_for(destination), dst_secret)
-    result = copy_points(src, dst, resource, point_ids, progress_for(as_json, "copy"))
+    result = copy_points(
+        src,
+        dst,
+        resource,
+        point_ids,
+        progress_for(as_json, "copy"),
+        parse_duration(retain) if retain else None,
+    )
     if result.damaged:
         emit(as_json, result.to_json(), lambda: None)
         first, problem = result.damaged[0]

@@ -15,6 +15,8 @@ from reprieve.cli.common import (
     json_option,
     with_vault,
 )
+from reprieve.vault.immutability import holds, place_hold, release_hold
+from reprieve.vault.locks import LockKind, VaultLock
 from reprieve.vault.repository import Vault
 from reprieve.vault.tree import NodeType
 
@@ -35,14 +37,24 @@ def list_points(
 ) -> None:
     """List points, oldest first."""
     found = vault.points(resource)
-    rows = [p.summary() for p in found]
+    held = holds(vault)
+    rows = [{**p.summary(), "hold": held[p.id].reason if p.id in held else None} for p in found]
 
     def human() -> None:
-        table = Table("id", "resource", "kind", "time (UTC)", "tags", "size")
+        table = Table("id", "resource", "kind", "time (UTC)", "tags", "size", "locked")
         for r in rows:
             tags = ",".join(f"{k}={v}" for k, v in sorted(r["tags"].items()))
+            locked = (
+                "hold" if r["hold"] else (f"until {r['retain_until']}" if r["retain_until"] else "")
+            )
             table.add_row(
-                r["id"][:12], r["resource"], r["kind"], r["time"], tags, human_bytes(r["bytes"])
+                r["id"][:12],
+                r["resource"],
+                r["kind"],
+                r["time"],
+                tags,
+                human_bytes(r["bytes"]),
+                locked,
             )
         Console().print(table)
 
@@ -72,8 +84,10 @@ def show(
 ) -> None:
     """Show one point's manifest (and, with --files, its contents)."""
     point = vault.find_point(point_id)
+    hold = holds(vault).get(point.id)
     doc: dict[str, Any] = {
         **point.summary(),
+        "hold": {"reason": hold.reason, "time": hold.time, "by": hold.by} if hold else None,
         "parent": point.parent,
         "origin": point.origin,
         "stats": point.stats,
@@ -90,3 +104,30 @@ def show(
             click.echo(f"  {entry['type']:7} {entry['size']:>12} {entry['path']}")
 
     emit(as_json, doc, human)
+
+
+@points.command("hold")
+@click.argument("point_id", metavar="POINT")
+@with_vault
+@json_option
+@click.option("--reason", required=True, help="Why, e.g. a case number; recorded with the hold.")
+def hold(vault: Vault, point_id: str, as_json: bool, reason: str) -> None:
+    """Place a legal hold: the point cannot be forgotten until released."""
+    with VaultLock(vault.backend, LockKind.SHARED, "hold"):
+        point = vault.find_point(point_id)
+        placed = place_hold(vault, point, reason)
+    doc = {"point": point.id, "reason": placed.reason, "time": placed.time, "by": placed.by}
+    emit(as_json, doc, lambda: click.echo(f"legal hold on {point.short_id}: {reason}"))
+
+
+@points.command("release")
+@click.argument("point_id", metavar="POINT")
+@with_vault
+@json_option
+def release(vault: Vault, point_id: str, as_json: bool) -> None:
+    """Release a point's legal hold (retention still applies)."""
+    with VaultLock(vault.backend, LockKind.SHARED, "release"):
+        point = vault.find_point(point_id)
+        released = release_hold(vault, point)
+    doc = {"point": point.id, "released": True, "reason": released.reason}
+    emit(as_json, doc, lambda: click.echo(f"released legal hold on {point.short_id}"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -18,7 +19,10 @@ from reprieve.cli.common import (
     vault_option,
     with_vault,
 )
+from reprieve.errors import UsageError
+from reprieve.policy.retention import parse_duration
 from reprieve.vault.check import rebuild_index
+from reprieve.vault.immutability import LOCK_MODES, check_bucket_lockable, format_span
 from reprieve.vault.keys import DEFAULT_KDF_MEMORY_KIB, KeyWrapper
 from reprieve.vault.locks import LockKind, VaultLock
 from reprieve.vault.repository import Vault, backend_for
@@ -33,13 +37,23 @@ def vault() -> None:
 @vault_option
 @secret_options
 @json_option
-@click.option("--region", default="", help="Region label recorded in the vault.")
+@click.option("--region", default="", help="Region recorded in the vault (default: the S3 region).")
 @click.option(
     "--kdf-memory-kib",
     type=click.IntRange(1024),
     default=DEFAULT_KDF_MEMORY_KIB,
     show_default=True,
     help="Argon2id memory cost for the password.",
+)
+@click.option(
+    "--lock",
+    type=click.Choice(LOCK_MODES),
+    help="Make points immutable: S3 Object Lock mode (a folder: enforced by reprieve).",
+)
+@click.option("--min-retention", metavar="DURATION", help="Shortest retention (default 1d).")
+@click.option("--max-retention", metavar="DURATION", help="Longest retention (default: none).")
+@click.option(
+    "--storage-class", default="", help="S3 storage class for data packs, e.g. GLACIER_IR."
 )
 def init(
     vault_location: str,
@@ -48,12 +62,35 @@ def init(
     as_json: bool,
     region: str,
     kdf_memory_kib: int,
+    lock: str | None,
+    min_retention: str | None,
+    max_retention: str | None,
+    storage_class: str,
 ) -> None:
     """Create a new, empty vault."""
     secret = read_secret(password_file, key_file)
-    created = Vault.create(backend_for(vault_location), secret, region, kdf_memory_kib)
-    doc = {"vault": created.backend.location, "id": created.config.id, "region": region}
-    emit(as_json, doc, lambda: click.echo(f"created vault {created.config.id} at {doc['vault']}"))
+    backend = backend_for(vault_location)
+    settings: dict[str, object] = {"storage_class": storage_class.upper()}
+    if storage_class and not backend.can_lock:
+        raise UsageError("--storage-class applies to S3 vaults only")
+    if lock:
+        low = int(parse_duration(min_retention or "1d").total_seconds())
+        high = int(parse_duration(max_retention).total_seconds()) if max_retention else 0
+        if low <= 0 or (high and high < low):
+            raise UsageError("retention bounds need 0 < --min-retention <= --max-retention")
+        check_bucket_lockable(backend)
+        settings.update(lock=lock, min_retention_s=low, max_retention_s=high)
+    elif min_retention or max_retention:
+        raise UsageError("--min-retention and --max-retention need --lock")
+    created = Vault.create(backend, secret, region, kdf_memory_kib, **settings)
+    config = created.config
+    doc = {
+        "vault": created.backend.location,
+        "id": config.id,
+        "region": config.region,
+        "lock": config.lock or None,
+    }
+    emit(as_json, doc, lambda: click.echo(f"created vault {config.id} at {doc['vault']}"))
 
 
 @vault.command()
@@ -62,21 +99,40 @@ def init(
 def show(vault: Vault, as_json: bool) -> None:
     """Show a vault's settings and sizes."""
     sizes = vault.stats()
+    config = vault.config
     doc = {
         "vault": vault.backend.location,
-        "id": vault.config.id,
-        "region": vault.config.region,
-        "created": vault.config.created,
-        "format": vault.config.format,
+        "id": config.id,
+        "region": config.region,
+        "created": config.created,
+        "format": config.format,
+        "lock": config.lock or None,
+        "lock_enforced_by": ("storage" if vault.backend.can_lock else "reprieve")
+        if config.lock
+        else None,
+        "min_retention_s": config.min_retention_s or None,
+        "max_retention_s": config.max_retention_s or None,
+        "storage_class": config.storage_class or None,
         "points": len(vault.point_names()),
         "sizes": sizes,
+        "bytes_by_storage_class": vault.backend.usage(),
         "bytes": sum(sizes.values()),
     }
 
     def human() -> None:
         for key in ("vault", "id", "region", "created", "points"):
             click.echo(f"{key:8} {doc[key]}")
+        if config.lock:
+            high = config.max_retention_s
+            bounds = (
+                format_span(timedelta(seconds=config.min_retention_s))
+                + " to "
+                + (format_span(timedelta(seconds=high)) if high else "unbounded")
+            )
+            click.echo(f"{'lock':8} {config.lock} ({doc['lock_enforced_by']}), retention {bounds}")
         click.echo(f"{'size':8} {human_bytes(sum(sizes.values()))}")
+        for cls, size in sorted(doc["bytes_by_storage_class"].items()):
+            click.echo(f"{'':8} {cls}: {human_bytes(size)}")
 
     emit(as_json, doc, human)
 

@@ -13,11 +13,12 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from reprieve.engine.progress import Progress
 from reprieve.errors import UsageError
 from reprieve.sources.files import BackupStats, backup_paths
+from reprieve.vault.immutability import lock_point_data, retain_until
 from reprieve.vault.locks import LockKind, VaultLock
 from reprieve.vault.points import Point
 from reprieve.vault.repository import Vault
@@ -51,6 +52,7 @@ class BackupResult:
             "errors": self.stats.errors,
             "duration_s": round(self.duration_s, 3),
             "parent": self.point.parent,
+            "retain_until": self.point.summary()["retain_until"],
         }
 
 
@@ -72,10 +74,12 @@ def backup_files(
     excludes: Sequence[str] = (),
     progress: Progress | None = None,
     force_unlock: bool = False,
+    retain: timedelta | None = None,
 ) -> BackupResult:
     check_resource_name(resource)
     started = time.monotonic()
     now = datetime.now(UTC)
+    until = retain_until(vault, now, retain)
     # The parent's folder listings are read whole-pack at a time: on S3, one
     # request per tree pack rather than one per folder.
     vault.cache_packs(TREE_PACK_CACHE)
@@ -106,6 +110,9 @@ def backup_files(
                 "bytes_added": writer.stats.bytes_stored,
                 "errors": len(stats.errors),
             },
+            retain_until=until,
         )
+        # Everything the point needs is locked before the point appears.
+        lock_point_data(vault, point)
         vault.save_point(point)
     return BackupResult(point, stats, writer.stats, time.monotonic() - started)

@@ -22,10 +22,11 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from reprieve.engine.progress import NullProgress, Progress
 from reprieve.errors import DamageError, PointNotFound, UsageError
+from reprieve.vault.immutability import copy_retention, lock_point_data
 from reprieve.vault.locks import LockKind, VaultLock
 from reprieve.vault.packs import BlobType
 from reprieve.vault.points import Point
@@ -127,8 +128,13 @@ def copy_points(
     resource: str | None = None,
     point_ids: Sequence[str] = (),
     progress: Progress | None = None,
+    retain: timedelta | None = None,
 ) -> CopyResult:
-    """Copy the selected points of ``src`` that ``dst`` lacks, oldest first."""
+    """Copy the selected points of ``src`` that ``dst`` lacks, oldest first.
+
+    Each copy keeps its source's retention date, moved inside the target's
+    bounds, unless ``retain`` (counted from the point's time) says otherwise.
+    """
     started = time.monotonic()
     progress = progress or NullProgress()
     result = CopyResult()
@@ -151,6 +157,7 @@ def copy_points(
             if p.origin and p.origin.startswith(prefix)
         }
         missing = [p for p in wanted if p.id not in mapped]
+        retention = {p.id: copy_retention(dst, p, retain) for p in missing}
         result.skipped = len(wanted) - len(missing)
         result.lag_before_s = _lag(missing, datetime.now(UTC))
         progress.start("copy", sum(int(p.stats.get("bytes", 0)) for p in missing))
@@ -167,7 +174,8 @@ def copy_points(
             copier = _Copier(src, writer, progress)
             try:
                 for point in sorted(missing, key=lambda p: (p.time, p.id)):
-                    _copy_one(point, copier, writer, dst, src.config.id, mapped, result)
+                    until = retention[point.id]
+                    _copy_one(point, until, copier, writer, dst, src.config.id, mapped, result)
             finally:
                 copier.readers.shutdown(wait=True, cancel_futures=True)
 
@@ -203,6 +211,7 @@ def verify_copied_tree(dst: Vault, tree_id: bytes) -> None:
 
 def _copy_one(
     point: Point,
+    until: datetime | None,
     copier: _Copier,
     writer: BlobWriter,
     dst: Vault,
@@ -230,7 +239,9 @@ def _copy_one(
         parent=mapped.get(point.parent or ""),
         stats=dict(point.stats),
         origin=f"{source_id}/{point.id}",
+        retain_until=until,
     )
+    lock_point_data(dst, copy)
     dst.save_point(copy)
     mapped[point.id] = copy.id
     result.copied.append((point.id, copy.id))

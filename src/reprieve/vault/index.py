@@ -41,10 +41,25 @@ class Index:
         self._blobs: dict[bytes, Location] = {}
         self.files: set[str] = set()
         self.damaged: dict[str, str] = {}
+        # Which index files list each pack: on a locked vault they are kept
+        # as long as the pack.
+        self.pack_files: dict[str, set[str]] = {}
 
-    def add_pack(self, pack: str, entries: Iterable[BlobEntry]) -> None:
+    def add_pack(self, pack: str, entries: Iterable[BlobEntry], file: str | None = None) -> None:
+        if file is not None:
+            self.pack_files.setdefault(pack, set()).add(file)
         for e in entries:
             self._blobs[e.id] = Location(pack, e.type, e.flags, e.offset, e.length, e.raw_length)
+
+    def merge_files(self, old: Iterable[str], new: str) -> None:
+        """Record that index file ``new`` replaced the files ``old``."""
+        gone = set(old) - {new}
+        self.files -= gone
+        self.files.add(new)
+        for files in self.pack_files.values():
+            if files & gone:
+                files -= gone
+                files.add(new)
 
     def get(self, blob_id: bytes) -> Location | None:
         return self._blobs.get(blob_id)

@@ -7,6 +7,7 @@ data ``b"point"``) around a JSON manifest::
      "tags": {"tenant": "acme"}, "paths": ["/data"], "tree": hex root tree id,
      "host": "...", "parent": point name or null,
      "origin": for a copy, the source vault's id and point name ("vault/point"),
+     "retain_until": ISO-8601 UTC before which the point may not be forgotten, or null,
      "stats": {"files": …, "dirs": …, "bytes": …, "bytes_read": …, "bytes_added": …}}
 
 A point is written last, after the packs and index it needs, and is the only
@@ -37,6 +38,7 @@ class Point:
     host: str = ""
     parent: str | None = None
     origin: str | None = None
+    retain_until: datetime | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     id: str = ""
 
@@ -49,13 +51,14 @@ class Point:
             "v": 1,
             "resource": self.resource,
             "kind": self.kind,
-            "time": self.time.astimezone(UTC).isoformat(timespec="microseconds"),
+            "time": _iso(self.time),
             "tags": self.tags,
             "paths": self.paths,
             "tree": self.tree.hex(),
             "host": self.host,
             "parent": self.parent,
             "origin": self.origin,
+            "retain_until": _iso(self.retain_until) if self.retain_until else None,
             "stats": self.stats,
         }
 
@@ -65,12 +68,21 @@ class Point:
             "id": self.id,
             "resource": self.resource,
             "kind": self.kind,
-            "time": self.time.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "time": _short(self.time),
             "tags": self.tags,
             "bytes": int(self.stats.get("bytes", 0)),
             "paths": self.paths,
             "host": self.host,
+            "retain_until": _short(self.retain_until) if self.retain_until else None,
         }
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _short(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def encode_point(cipher: Cipher, point: Point) -> tuple[str, bytes]:
@@ -95,6 +107,9 @@ def decode_point(cipher: Cipher, name: str, data: bytes) -> Point:
             host=body["host"],
             parent=body["parent"],
             origin=body.get("origin"),
+            retain_until=(
+                datetime.fromisoformat(body["retain_until"]) if body.get("retain_until") else None
+            ),
             stats=dict(body["stats"]),
         )
     except (ValueError, KeyError, TypeError) as exc:

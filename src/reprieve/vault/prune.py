@@ -14,12 +14,19 @@ Order, so that a kill at any moment leaves a consistent vault:
   4. delete the packs no index mentions any more, then `.tmp-*` leftovers.
 Until step 3 finishes, old and new index files both point at packs that
 exist; after it, nothing references the packs deleted in step 4.
+
+On a vault whose storage locks objects, prune never tries to delete what is
+still locked: a locked pack is neither deleted nor repacked, and a locked
+index file stays, so every pack it lists stays too (it must never name a
+pack that is gone). What is kept is reported with the date it frees up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from reprieve.engine.progress import NullProgress, Progress
@@ -45,11 +52,18 @@ class PrunePlan:
     bytes_total: int = 0
     bytes_freed: int = 0
     blobs_repacked: int = 0
+    # Packs kept because storage still locks them (or an index file naming them).
+    locked: dict[str, datetime] = field(default_factory=dict)
+    keep_index: set[str] = field(default_factory=set)
 
     def to_json(self) -> dict[str, Any]:
+        until = max(self.locked.values(), default=None)
         return {
             "packs_deleted": len(self.delete) + len(self.unindexed),
             "packs_repacked": len(self.repack),
+            "packs_locked": len(self.locked),
+            "index_files_locked": len(self.keep_index),
+            "locked_until": until.isoformat(timespec="seconds") if until else None,
             "blobs_live": len(self.live),
             "blobs_repacked": self.blobs_repacked,
             "bytes_before": self.bytes_total,
@@ -111,7 +125,43 @@ def plan_prune(vault: Vault, forgetting: Collection[str] = ()) -> PrunePlan:
             plan.bytes_freed += size - used_bytes
     plan.unindexed = sorted(set(on_disk) - set(by_pack))
     plan.bytes_freed += sum(on_disk[p] for p in plan.unindexed)
+    backend = vault.backend
+    if backend.can_lock and vault.config.lock and not backend.bypass_governance:
+        _keep_locked(vault, plan, on_disk)
     return plan
+
+
+def _keep_locked(vault: Vault, plan: PrunePlan, on_disk: dict[str, int]) -> None:
+    """Take out of the plan every pack storage would refuse to delete."""
+    backend = vault.backend
+    candidates = set(plan.delete + plan.repack + plan.unindexed)
+    with ThreadPoolExecutor(16) as pool:
+        files = sorted(vault.index.files)
+        for file, until in zip(
+            files, pool.map(lambda f: backend.locked_until(f"index/{f}"), files), strict=True
+        ):
+            if until is None:
+                continue
+            plan.keep_index.add(file)
+            for pack, named in vault.index.pack_files.items():
+                if file in named and pack in candidates:
+                    plan.locked[pack] = max(until, plan.locked.get(pack, until))
+        rest = sorted(candidates - set(plan.locked))
+        for pack, until in zip(
+            rest, pool.map(lambda p: backend.locked_until(pack_path(p)), rest), strict=True
+        ):
+            if until is not None:
+                plan.locked[pack] = until
+    for kept in (plan.delete, plan.repack, plan.unindexed):
+        kept[:] = [p for p in kept if p not in plan.locked]
+    # Start again from what is left: a repacked pack frees less than its size.
+    plan.bytes_freed = sum(on_disk.get(p, 0) for p in plan.delete + plan.unindexed)
+    for pack in plan.repack:
+        blobs = vault.index.packs()[pack]
+        live = [loc for b, loc in blobs if b in plan.live]
+        overhead = ENVELOPE_OVERHEAD + TRAILER.size + RECORD.size * len(blobs)
+        plan.bytes_freed += on_disk.get(pack, 0) - overhead - sum(loc.length for loc in live)
+    plan.locked = {p: u for p, u in plan.locked.items() if p in on_disk}
 
 
 def run_prune(vault: Vault, plan: PrunePlan, progress: Progress | None = None) -> None:
@@ -153,7 +203,7 @@ def run_prune(vault: Vault, plan: PrunePlan, progress: Progress | None = None) -
         by_pack.setdefault(loc.pack, []).append(
             BlobEntry(blob_id, loc.type, loc.flags, loc.offset, loc.length, loc.raw_length)
         )
-    vault.replace_index(by_pack)
+    vault.replace_index(by_pack, keep=plan.keep_index)
     for pack in plan.delete + plan.repack + plan.unindexed:
         vault.backend.delete(pack_path(pack))
     vault.backend.remove_leftovers(LEFTOVER_AGE)

@@ -4,12 +4,15 @@ Layout (every object but ``config`` and ``locks/*`` is immutable and named
 by the BLAKE3 of its bytes)::
 
     config                  JSON: format, vault id, region, chunker and pack
-                            parameters, and a keyed MAC over all of it
+                            parameters, lock mode and retention bounds, pack
+                            storage class, and a keyed MAC over all of it
     keys/<name>             key wrappers (see keys.py)
     packs/<2 hex>/<name>    encrypted blobs (see packs.py)
     index/<name>            where each blob lives (see index.py)
     points/<name>           recovery-point manifests (see points.py)
     locks/<random>          shared and exclusive locks (see locks.py)
+    holds/<point name>      legal holds (see immutability.py)
+    audit/<time>-<random>   audit records (see immutability.py)
 
 Write order for anything new is packs, then index, then the point. Only a
 point makes data reachable, so a crash at any moment leaves a consistent
@@ -24,9 +27,10 @@ import json
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Collection
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ from reprieve.errors import (
     DamageError,
     NotFoundError,
     PointNotFound,
+    ReprieveError,
     UsageError,
     VaultNotFound,
     WrongKeyError,
@@ -64,12 +69,23 @@ class VaultConfig:
     pack_size: int = 16 * 1024 * 1024
     zstd_level: int = 3
     format: int = FORMAT
+    # Object Lock: "", "governance", or "compliance"; retention bounds in seconds
+    # (0: none). On a folder, reprieve enforces them; on S3, so does storage.
+    lock: str = ""
+    min_retention_s: int = 0
+    max_retention_s: int = 0
+    storage_class: str = ""
 
     def body(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        # Settings left at their empty default are not written, so configs
+        # from before they existed keep their MAC.
+        fields = {k: v for k, v in asdict(self).items() if not (k in _OPTIONAL and not v)}
+        return json.dumps(fields, sort_keys=True).encode()
 
     def encode(self, master: MasterKey) -> bytes:
-        return json.dumps({**asdict(self), "mac": _config_mac(master, self.body())}).encode()
+        return json.dumps(
+            {**json.loads(self.body()), "mac": _config_mac(master, self.body())}
+        ).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> tuple[VaultConfig, str]:
@@ -82,6 +98,9 @@ class VaultConfig:
         if config.format != FORMAT:
             raise UsageError(f"vault format {config.format} is not supported by this reprieve")
         return config, mac
+
+
+_OPTIONAL = {"lock", "min_retention_s", "max_retention_s", "storage_class"}
 
 
 def _config_mac(master: MasterKey, body: bytes) -> str:
@@ -149,6 +168,8 @@ class Vault:
     ) -> None:
         self.backend = backend
         self.config = config
+        backend.lock_mode = config.lock.upper() or None
+        backend.storage_class = config.storage_class
         self.master = master
         self.cipher = Cipher(master)
         self.key_name = key_name
@@ -166,29 +187,55 @@ class Vault:
         secret: Secret,
         region: str = "",
         kdf_memory_kib: int = DEFAULT_KDF_MEMORY_KIB,
+        **settings: Any,
     ) -> Vault:
+        """A new vault; ``settings`` are VaultConfig fields (lock, retention bounds…)."""
         if backend.exists("config"):
             raise UsageError(f"a vault already exists at {backend.location}")
         if any(True for _ in backend.list("")):
             raise UsageError(f"{backend.location} is not empty; give an empty or new folder")
         master = MasterKey.generate()
+        now = datetime.now(UTC)
         config = VaultConfig(
             id=secrets.token_hex(16),
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            region=region,
+            created=now.isoformat(timespec="seconds"),
+            region=region or backend.region,
+            **settings,
         )
+        vault = cls(backend, config, master, "")
+        # Locked from the start: without its config and keys nothing is readable.
         wrapper = wrap(master, secret, kdf_memory_kib)
-        backend.put(f"keys/{wrapper.name}", wrapper.to_bytes())
-        backend.put("config", config.encode(master))
-        return cls(backend, config, master, wrapper.name)
+        lock_for = timedelta(seconds=config.min_retention_s)
+        until = datetime.now(UTC) + lock_for if config.lock else None
+        backend.put(f"keys/{wrapper.name}", wrapper.to_bytes(), until)
+        backend.put("config", config.encode(master), until)
+        vault.key_name = wrapper.name
+        return vault
 
     @classmethod
     def open(cls, backend: Backend, secret: Secret) -> Vault:
+        raw: bytes | None = None
         try:
             raw = backend.get("config")
+            return cls._open(backend, secret, raw)
         except NotFoundError as exc:
-            raise VaultNotFound(backend.location) from exc
+            if raw is not None:
+                raise
+            failure: ReprieveError = VaultNotFound(backend.location)
+            failure.__cause__ = exc
+        except (DamageError, WrongKeyError) as exc:
+            failure = exc
+        # An attacker with the bucket's credentials may have hidden or
+        # replaced the config of a locked vault; its first version survives.
+        first = backend.first_version("config")
+        if first is None or first == raw:
+            raise failure
+        return cls._open(backend, secret, first)
+
+    @classmethod
+    def _open(cls, backend: Backend, secret: Secret, raw: bytes) -> Vault:
         config, mac = VaultConfig.decode(raw)
+        backend.lock_mode = config.lock.upper() or None
         # A damaged key file must not lock out the holders of the others.
         broken: list[DamageError] = []
         for name, _ in backend.list("keys"):
@@ -264,7 +311,7 @@ class Vault:
                 index.damaged[file_name] = str(exc)
                 continue
             for pack, entries in packs.items():
-                index.add_pack(pack, entries)
+                index.add_pack(pack, entries, file_name)
             index.files.add(file_name)
         return index
 
@@ -272,8 +319,9 @@ class Vault:
         """Forget the cached index; the next use reads the index files again."""
         self._index = None
 
-    def replace_index(self, packs: dict[str, list[BlobEntry]]) -> None:
-        """Write one index file for ``packs``, then delete every other one.
+    def replace_index(self, packs: dict[str, list[BlobEntry]], keep: Collection[str] = ()) -> None:
+        """Write one index file for ``packs``, then delete every other one
+        (but those in ``keep``, which storage still locks).
 
         The new file exists before any old one is deleted, so a kill midway
         leaves both, which is valid: packs are immutable.
@@ -281,7 +329,7 @@ class Vault:
         old = [name for name, _ in self.backend.list("index")]
         new = f"index/{self.write_index(packs)}" if packs else None
         for name in old:
-            if name != new:
+            if name != new and name.removeprefix("index/") not in keep:
                 self.backend.delete(name)
         self.reload_index()
 
@@ -399,8 +447,12 @@ class Vault:
         return self.load_point(matches[0])
 
     def save_point(self, point: Point) -> str:
+        """Write the point (locked until its retention date, where storage can)."""
         name, data = encode_point(self.cipher, point)
-        self.backend.put(f"points/{name}", data)
+        until = point.retain_until
+        self.backend.put(
+            f"points/{name}", data, until if until and until > datetime.now(UTC) else None
+        )
         point.id = name
         return name
 

@@ -284,7 +284,7 @@ class BlobWriter:
             # Readers use only get() and `in` on the index, which stay
             # consistent under the GIL while entries are added here.
             for pack_name, entries in written.items():
-                self.vault.index.add_pack(pack_name, entries)
+                self.vault.index.add_pack(pack_name, entries, name)
             with self._lock:
                 self.stats.bytes_stored += self.vault.index_bytes_written
                 self._checkpoints.append(name)
@@ -326,7 +326,7 @@ class BlobWriter:
             name = self.vault.write_index(packs)
             for old in checkpoints:
                 self.vault.backend.delete(f"index/{old}")
-                self.vault.index.files.discard(old)
+            self.vault.index.merge_files(checkpoints, name)
         return name
 
     def close(self) -> None:

@@ -14,7 +14,9 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from reprieve.errors import DiskFullError, NotFoundError, StorageError
 
@@ -39,6 +41,13 @@ class LocalBackend:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.location = str(root)
+        self.region = ""
+        # A folder cannot lock its files: on a locked vault, reprieve itself
+        # enforces retention and holds (see vault/immutability.py).
+        self.lock_mode: str | None = None
+        self.can_lock = False
+        self.storage_class = ""
+        self.bypass_governance = False
         self._made: set[Path] = set()
 
     def _path(self, name: str) -> Path:
@@ -82,7 +91,9 @@ class LocalBackend:
             _fsync_dir(made.parent)
         self._made.add(folder)
 
-    def put(self, name: str, data: bytes | memoryview) -> None:
+    def put(
+        self, name: str, data: bytes | memoryview, retain_until: datetime | None = None
+    ) -> None:
         final = self._path(name)
         tmp = final.parent / f"{TMP_PREFIX}{secrets.token_hex(8)}"
         try:
@@ -146,3 +157,21 @@ class LocalBackend:
                         os.unlink(path)
                         removed += 1
         return removed
+
+    def retain(self, name: str, until: datetime) -> None:
+        return None
+
+    def locked_until(self, name: str) -> datetime | None:
+        return None
+
+    def hold(self, name: str, on: bool) -> None:
+        return None
+
+    def usage(self) -> dict[str, int]:
+        return {"LOCAL": sum(size for _, size in self.list(""))}
+
+    def object_lock(self) -> dict[str, Any] | None:
+        return None
+
+    def first_version(self, name: str) -> bytes | None:
+        return None  # a folder keeps no versions

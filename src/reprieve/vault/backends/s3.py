@@ -8,13 +8,23 @@ A PUT is atomic in S3: readers see the whole object or nothing, which is
 the backend contract. Retries with backoff for 5xx answers, throttling,
 resets, and timeouts are botocore's "standard" mode; what still fails is
 translated into reprieve errors here, at the boundary.
+
+On a locked vault (S3 Object Lock, which implies a versioned bucket) the
+backend reads every immutable object from its first version: an attacker
+holding the vault's credentials can hide a locked object behind a delete
+marker or overwrite it with a newer version, but cannot remove the version
+reprieve wrote. reprieve's own deletes remove every version of a name, so
+a version that is still there is one reprieve never deleted. Lock files and
+hold records change in place and are read as usual.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,7 +44,15 @@ from botocore.exceptions import (
 )
 from urllib3.exceptions import ProtocolError
 
-from reprieve.errors import NotFoundError, ReprieveError, StorageError, UsageError, WrongKeyError
+from reprieve.errors import (
+    NotFoundError,
+    RefusedError,
+    ReprieveError,
+    StorageError,
+    UsageError,
+    WrongKeyError,
+)
+from reprieve.vault.backends.base import whole_second
 
 BODY_ATTEMPTS = 4
 _BODY_ERRORS = (
@@ -55,6 +73,11 @@ _CREDENTIAL_ERRORS = {
 }
 
 
+# Names that change in place: read as they are now, never pinned.
+MUTABLE = ("locks/", "holds/")
+HOLD_FOREVER = datetime.max.replace(tzinfo=UTC)
+
+
 def parse_s3_url(url: str) -> tuple[str, str, dict[str, str]]:
     """(bucket, prefix, options) of ``s3://bucket/prefix?option=value``."""
     parts = urlsplit(url)
@@ -73,6 +96,14 @@ class S3Backend:
     def __init__(self, url: str) -> None:
         self.bucket, self.prefix, options = parse_s3_url(url)
         self.location = url.split("?", 1)[0]
+        # Object Lock mode ("GOVERNANCE" or "COMPLIANCE") once the vault is locked.
+        self.lock_mode: str | None = None
+        self.can_lock = True
+        self.storage_class = ""
+        self.bypass_governance = False
+        self._pinned: dict[str, tuple[str, int]] = {}
+        self._listed: set[str] = set()
+        self._pin_lock = threading.Lock()
         try:
             session = boto3.Session(
                 profile_name=options.get("profile"), region_name=options.get("region")
@@ -85,6 +116,7 @@ class S3Backend:
             self.client = self._client(session, options)
         except (BotoCoreError, ValueError) as exc:
             raise UsageError(f"cannot use S3 settings of {self.location}: {exc}") from exc
+        self.region = options.get("region") or self.client.meta.region_name or ""
 
     @staticmethod
     def _client(session: Any, options: dict[str, str]) -> Any:
@@ -141,6 +173,9 @@ class S3Backend:
         botocore retries requests, but not a response whose body breaks off
         mid-read, which on a long transfer is the commonest network fault.
         """
+        version = self._version(name)
+        if version is not None:
+            extra["VersionId"] = version
         for attempt in range(BODY_ATTEMPTS):
             try:
                 response = self.client.get_object(Bucket=self.bucket, Key=self._key(name), **extra)
@@ -173,21 +208,50 @@ class S3Backend:
             raise
         return body[:length]
 
-    def put(self, name: str, data: bytes | memoryview) -> None:
+    def put(
+        self, name: str, data: bytes | memoryview, retain_until: datetime | None = None
+    ) -> None:
+        extra: dict[str, Any] = {}
+        if self.lock_mode and retain_until is not None:
+            # AWS wants a checksum on every upload that carries a retention date.
+            extra.update(
+                ObjectLockMode=self.lock_mode,
+                ObjectLockRetainUntilDate=whole_second(retain_until),
+                ChecksumAlgorithm="CRC32",
+            )
+        if self.storage_class and name.startswith("packs/"):
+            extra["StorageClass"] = self.storage_class
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=bytes(data))
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=self._key(name), Body=bytes(data), **extra
+            )
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, "writing to", name) from exc
+        version = response.get("VersionId")
+        if self._pinnable(name) and version:
+            with self._pin_lock:
+                self._pinned.setdefault(name, (str(version), len(data)))
 
     def delete(self, name: str) -> None:
+        if self.lock_mode:
+            self._delete_versions(name)
+            return
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, "deleting from", name) from exc
 
     def _head(self, name: str) -> dict[str, Any] | None:
+        extra = {}
+        if self._pinnable(name):
+            try:
+                extra["VersionId"] = self._version(name) or ""
+            except NotFoundError:
+                return None
         try:
-            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=self._key(name))
+            head: dict[str, Any] = self.client.head_object(
+                Bucket=self.bucket, Key=self._key(name), **extra
+            )
             return head
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
@@ -209,16 +273,198 @@ class S3Backend:
         return 0  # a PUT is atomic: an interrupted one leaves nothing behind
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
-        base = self._key(prefix)
-        if base and not base.endswith("/"):
-            base += "/"
+        if self.lock_mode:
+            found = self._scan_versions(prefix)
+            yield from sorted(found.items())
+            return
         strip = len(self.prefix) + 1 if self.prefix else 0
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=base
+                Bucket=self.bucket, Prefix=self._base(prefix)
             )
             for page in pages:
                 for obj in page.get("Contents", []):
                     yield obj["Key"][strip:], int(obj["Size"])
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, "listing", prefix) from exc
+
+    def _base(self, prefix: str) -> str:
+        base = self._key(prefix)
+        if base and not base.endswith("/"):
+            base += "/"
+        return base
+
+    # -- Object Lock ------------------------------------------------------
+
+    def _pinnable(self, name: str) -> bool:
+        return self.lock_mode is not None and not name.startswith(MUTABLE)
+
+    def _version(self, name: str) -> str | None:
+        """The version to read: the first one written, on a locked vault."""
+        if not self._pinnable(name):
+            return None
+        top = name.split("/", 1)[0]
+        with self._pin_lock:
+            known = self._pinned.get(name)
+            listed = top in self._listed
+        if known is None and not listed:
+            self._scan_versions(top if "/" in name else name, exact=name if "/" not in name else "")
+            with self._pin_lock:
+                known = self._pinned.get(name)
+        if known is None:
+            raise NotFoundError(f"{name} is missing from the vault at {self.location}")
+        return known[0]
+
+    def _scan_versions(self, prefix: str, exact: str = "") -> dict[str, int]:
+        """(name → size) under ``prefix``, each immutable name at its first version."""
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        oldest: dict[str, tuple[str, int]] = {}
+        current: dict[str, int] = {}
+        base = self._key(exact) if exact else self._base(prefix)
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=base
+            )
+            for page in pages:
+                # Versions of one key come newest first: the last seen is the
+                # first written. A name whose latest entry is a delete marker
+                # has no current version.
+                for v in page.get("Versions", []):
+                    name = v["Key"][strip:]
+                    if exact and name != exact:
+                        continue
+                    oldest[name] = (str(v["VersionId"]), int(v["Size"]))
+                    if v.get("IsLatest"):
+                        current[name] = int(v["Size"])
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "listing", prefix) from exc
+        found = {n: c for n, c in current.items() if not self._pinnable(n)}
+        with self._pin_lock:
+            for name, pin in oldest.items():
+                if self._pinnable(name):
+                    self._pinned.setdefault(name, pin)
+                    found[name] = self._pinned[name][1]
+            if not exact and "/" not in prefix.strip("/") and prefix:
+                self._listed.add(prefix.strip("/"))
+        return found
+
+    def _delete_versions(self, name: str) -> None:
+        """Delete every version of ``name``; refused while any is locked."""
+        key = self._key(name)
+        try:
+            listing = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
+            entries = [
+                e
+                for e in listing.get("Versions", []) + listing.get("DeleteMarkers", [])
+                if e["Key"] == key
+            ]
+            for entry in entries:
+                extra = {"BypassGovernanceRetention": True} if self.bypass_governance else {}
+                self.client.delete_object(
+                    Bucket=self.bucket, Key=key, VersionId=entry["VersionId"], **extra
+                )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "AccessDenied":
+                raise RefusedError(
+                    f"{name} is still locked by S3 Object Lock ({self.lock_mode}) "
+                    "and cannot be deleted yet"
+                ) from exc
+            raise self._translate(exc, "deleting from", name) from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "deleting from", name) from exc
+        with self._pin_lock:
+            self._pinned.pop(name, None)
+
+    def first_version(self, name: str) -> bytes | None:
+        """The first version ever written of ``name``, if any survives."""
+        key = self._key(name)
+        try:
+            listing = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "listing", name) from exc
+        versions = [v for v in listing.get("Versions", []) if v["Key"] == key]
+        if not versions:
+            return None
+        first = str(versions[-1]["VersionId"])
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=key, VersionId=first)[
+                "Body"
+            ].read()
+        except (ClientError, BotoCoreError, *_BODY_ERRORS) as exc:
+            raise self._translate(exc, "reading from", name) from exc
+        return body
+
+    def retain(self, name: str, until: datetime) -> None:
+        """Make ``name`` undeletable until ``until``; never shortens a date."""
+        if not self.lock_mode:
+            return
+        head = self._head(name)
+        if head is None:
+            raise NotFoundError(f"{name} is missing from the vault at {self.location}")
+        current = head.get("ObjectLockRetainUntilDate")
+        if current is not None and current >= whole_second(until):
+            return
+        try:
+            self.client.put_object_retention(
+                Bucket=self.bucket,
+                Key=self._key(name),
+                VersionId=self._version(name),
+                Retention={"Mode": self.lock_mode, "RetainUntilDate": whole_second(until)},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "setting the retention of", name) from exc
+
+    def locked_until(self, name: str) -> datetime | None:
+        """Until when S3 refuses to delete ``name``; None when it is free."""
+        if not self.lock_mode:
+            return None
+        head = self._head(name)
+        if head is None:
+            return None
+        if head.get("ObjectLockLegalHoldStatus") == "ON":
+            return HOLD_FOREVER
+        until: datetime | None = head.get("ObjectLockRetainUntilDate")
+        return until if until is not None and until > datetime.now(UTC) else None
+
+    def hold(self, name: str, on: bool) -> None:
+        """Set or clear the S3 legal hold on ``name``."""
+        if not self.lock_mode:
+            return
+        try:
+            self.client.put_object_legal_hold(
+                Bucket=self.bucket,
+                Key=self._key(name),
+                VersionId=self._version(name),
+                LegalHold={"Status": "ON" if on else "OFF"},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "setting the legal hold of", name) from exc
+
+    def object_lock(self) -> dict[str, Any] | None:
+        """The bucket's Object Lock configuration; None when it has none."""
+        try:
+            answer = self.client.get_object_lock_configuration(Bucket=self.bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"):
+                return None
+            raise self._translate(exc, "reading the Object Lock settings of", "") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "reading the Object Lock settings of", "") from exc
+        config: dict[str, Any] = answer.get("ObjectLockConfiguration", {})
+        return config if config.get("ObjectLockEnabled") == "Enabled" else None
+
+    def usage(self) -> dict[str, int]:
+        """Bytes stored, by S3 storage class."""
+        by_class: dict[str, int] = {}
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._base("")
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    cls = str(obj.get("StorageClass") or "STANDARD")
+                    by_class[cls] = by_class.get(cls, 0) + int(obj["Size"])
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "listing", "") from exc
+        return by_class
