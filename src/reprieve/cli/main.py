@@ -17,7 +17,7 @@ from types import FrameType
 import click
 
 from reprieve import __version__
-from reprieve.cli import backup, check, copy, forget, points, restore, vault
+from reprieve.cli import backup, check, copy, forget, lifecycle, points, restore, vault
 from reprieve.errors import ReprieveError
 
 
@@ -36,6 +36,7 @@ cli.add_command(copy.copy)
 cli.add_command(check.check)
 cli.add_command(forget.forget)
 cli.add_command(forget.prune)
+cli.add_command(lifecycle.lifecycle)
 
 
 def _limit_malloc_arenas() -> None:
