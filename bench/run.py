@@ -2,7 +2,7 @@
 
     python bench/run.py [--size 2G] [--seed 1] [--tools reprieve,restic,borg]
                         [--workdir DIR] [--keep] [--results bench/results]
-    python bench/run.py --s3 [--no-copy] [--tools reprieve,restic] [...]
+    python bench/run.py --s3 [--no-copy] [--tools reprieve,reprieve-locked,restic] [...]
 
 Every tool sees identical data at every step: the dataset is generated once, all tools
 make their first and unchanged backups of it, the dataset is changed once (about 2% of
@@ -49,11 +49,10 @@ CHANGE_FRACTION = 0.02
 
 def _tools(text: str) -> list[str]:
     tools = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [t for t in tools if t not in RUNNERS]
+    known = {**RUNNERS, **S3_RUNNERS}
+    unknown = [t for t in tools if t not in known]
     if unknown or not tools:
-        raise argparse.ArgumentTypeError(
-            f"unknown tools {unknown}; choose from {', '.join(RUNNERS)}"
-        )
+        raise argparse.ArgumentTypeError(f"unknown tools {unknown}; choose from {', '.join(known)}")
     return list(dict.fromkeys(tools))
 
 
@@ -62,7 +61,8 @@ def _check_tools(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     if args.tools is None:
         args.tools = available
     elif unsupported := [t for t in args.tools if t not in available]:
-        parser.error(f"--s3 does not support {', '.join(unsupported)}; choose from {available}")
+        mode = "--s3" if args.s3 else "a local run"
+        parser.error(f"{mode} does not support {', '.join(unsupported)}; choose from {available}")
 
 
 def _size(text: str) -> int:

@@ -102,9 +102,9 @@ class Bucket:
             raise BenchError(f"cannot list bucket {self.name}: {exc}") from exc
 
 
-def create_bucket(server: Seaweed, name: str) -> Bucket:
+def create_bucket(server: Seaweed, name: str, object_lock: bool = False) -> Bucket:
     try:
-        s3_client(server).create_bucket(Bucket=name)
+        s3_client(server).create_bucket(Bucket=name, ObjectLockEnabledForBucket=object_lock)
     except S3_ERRORS as exc:
         raise BenchError(f"cannot create bucket {name} at {server.endpoint}: {exc}") from exc
     return Bucket(server, name)
@@ -123,6 +123,8 @@ def process_cpu_seconds(pid: int) -> float:
 
 class S3Runner(Runner):
     """A runner whose repository lives in ``bucket`` (mixed in before the tool's runner)."""
+
+    object_lock = False
 
     def __init__(self, data: Path, workdir: Path, bucket: Bucket) -> None:
         super().__init__(data, workdir)
@@ -154,18 +156,33 @@ class S3Reprieve(S3Runner, Reprieve):
         return f"s3://{self.bucket.name}/{PREFIX}?endpoint={self.bucket.server.endpoint}"
 
 
+class S3ReprieveLocked(S3Reprieve):
+    """reprieve on an Object Lock bucket: every point locked, reused packs extended."""
+
+    name = "reprieve-locked"
+    object_lock = True
+
+    def init_cmd(self) -> list[str]:
+        return [*super().init_cmd(), "--lock", "governance", "--min-retention", "1d"]
+
+
 class S3Restic(S3Runner, Restic):
     def repository(self) -> str:
         return f"s3:{self.bucket.server.endpoint}/{self.bucket.name}/{PREFIX}"
 
 
-S3_RUNNERS: dict[str, type[S3Runner]] = {r.name: r for r in (S3Reprieve, S3Restic)}
+S3_RUNNERS: dict[str, type[S3Runner]] = {
+    r.name: r for r in (S3Reprieve, S3ReprieveLocked, S3Restic)
+}
 
 
 def s3_runners(server: Seaweed, tools: list[str], data: Path, workdir: Path) -> list[Runner]:
     """One runner per tool, each with a new bucket ``bench-TOOL`` on ``server``."""
     return [
-        S3_RUNNERS[tool](data, workdir, create_bucket(server, f"{PREFIX}-{tool}")) for tool in tools
+        S3_RUNNERS[tool](
+            data, workdir, create_bucket(server, f"{PREFIX}-{tool}", S3_RUNNERS[tool].object_lock)
+        )
+        for tool in tools
     ]
 
 

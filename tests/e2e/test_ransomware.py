@@ -5,6 +5,7 @@ point stays restorable, byte for byte, and `check --read-data` passes."""
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,21 @@ def test_locked_points_survive_an_attacker_with_the_vaults_credentials(
     assert refused > 0
     # Every name now answers with a delete marker: to a plain S3 reader the vault is gone.
     assert "Contents" not in client.list_objects_v2(Bucket=locked_bucket)
+    # A plausible config on top, as a careful attacker would leave.
+    config = json.loads(
+        client.get_object(
+            Bucket=locked_bucket,
+            Key="prod/config",
+            VersionId=(
+                client.list_object_versions(Bucket=locked_bucket, Prefix="prod/config")["Versions"][
+                    -1
+                ]["VersionId"]
+            ),
+        )["Body"].read()
+    )
+    client.put_object(
+        Bucket=locked_bucket, Key="prod/config", Body=json.dumps({**config, "format": 2}).encode()
+    )
 
     listed = ok("points", "list", "--vault", vault, "--json").json()
     assert {p["id"] for p in listed} == {first["point"], second["point"]}
@@ -85,6 +101,11 @@ def test_locked_points_survive_an_attacker_with_the_vaults_credentials(
         target = tmp_path / f"restore-{point['point'][:8]}"
         ok("restore", point["point"], "--vault", vault, "--target", target)
         assert digests(restored_at(target, data)) == expected
+    ok("check", "--read-data", "--vault", vault)
+
+    # Junk under a new index name: rebuild-index clears it, locked files stay.
+    client.put_object(Bucket=locked_bucket, Key=f"prod/index/{'f' * 64}", Body=b"junk")
+    ok("vault", "rebuild-index", "--vault", vault)
     ok("check", "--read-data", "--vault", vault)
 
     # The vault keeps working: a new point lands on top of the attacked bucket.

@@ -34,7 +34,7 @@ from reprieve.vault.repository import Vault, backend_for
 @click.option(
     "--retain",
     metavar="DURATION",
-    help="Retention of the copies, from each point's time (default: the source's).",
+    help="Lock the copies this long from now (default: the source's date, or more).",
 )
 @json_option
 def copy(

@@ -53,15 +53,9 @@ def bypass_option(func: Any) -> Any:
     )(func)
 
 
-def _bypass(vault: Vault, command: str, bypass: bool, dry_run: bool) -> None:
-    if not bypass:
-        return
-    check_bypass(vault)
-    if not dry_run:
-        record = audit(vault, "bypass-governance", command=command)
-        click.echo(
-            f"audit: governance retention bypassed by {record['by']} for {command}", err=True
-        )
+def _audit_bypass(vault: Vault, command: str, detail: dict[str, Any]) -> None:
+    record = audit(vault, "bypass-governance", command=command, **detail)
+    click.echo(f"audit: governance retention bypassed by {record['by']} for {command}", err=True)
 
 
 @click.command()
@@ -117,8 +111,9 @@ def forget(
         apply_retention([], rules, datetime.now(UTC))  # raises the usage error
     now = datetime.now(UTC)
     with VaultLock(vault.backend, LockKind.EXCLUSIVE, "forget", force_unlock):
-        _bypass(vault, "forget", bypass_governance, dry_run)
-        held = holds(vault)
+        if bypass_governance:
+            check_bypass(vault)
+        held = holds(vault, strict=True)
         if point_ids:
             results = [_forget_named(vault, point_ids, held, now, bypass_governance, dry_run)]
         else:
@@ -126,6 +121,8 @@ def forget(
                 vault, resource, rules, held, now, bypass_governance, dry_run
             )
         doc: dict[str, Any] = {"dry_run": dry_run, "resources": results}
+        if bypass_governance and not dry_run:
+            _audit_bypass(vault, "forget", {"points": [p for r in results for p in r["remove"]]})
         if and_prune:
             # A dry run has forgotten nothing yet: plan as if it had.
             forgotten = {p for r in results for p in r["remove"]} if dry_run else set()
@@ -165,8 +162,11 @@ def prune(
     Data still locked on a locked vault is kept, and the output says until when.
     """
     with VaultLock(vault.backend, LockKind.EXCLUSIVE, "prune", force_unlock):
-        _bypass(vault, "prune", bypass_governance, dry_run)
+        if bypass_governance:
+            check_bypass(vault)
         doc = _prune(vault, dry_run, as_json)
+        if bypass_governance and not dry_run:
+            _audit_bypass(vault, "prune", {"packs_deleted": doc["packs_deleted"]})
     emit(as_json, doc, lambda: click.echo(_prune_line(doc)))
 
 

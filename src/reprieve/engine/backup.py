@@ -79,7 +79,7 @@ def backup_files(
     check_resource_name(resource)
     started = time.monotonic()
     now = datetime.now(UTC)
-    until = retain_until(vault, now, retain)
+    until = retain_until(vault, now, retain)  # checked before any work
     # The parent's folder listings are read whole-pack at a time: on S3, one
     # request per tree pack rather than one per folder.
     vault.cache_packs(TREE_PACK_CACHE)
@@ -110,7 +110,8 @@ def backup_files(
                 "bytes_added": writer.stats.bytes_stored,
                 "errors": len(stats.errors),
             },
-            retain_until=until,
+            # Counted from now: a long backup must not shorten its own lock.
+            retain_until=retain_until(vault, datetime.now(UTC), retain) if until else None,
         )
         # Everything the point needs is locked before the point appears.
         lock_point_data(vault, point)

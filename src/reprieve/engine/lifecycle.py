@@ -128,7 +128,14 @@ def run_lifecycle(
         if vault is None or not forget[role]:
             continue
         with VaultLock(vault.backend, LockKind.EXCLUSIVE, "lifecycle"):
+            # Holds placed since planning count: look again under the lock.
+            held = holds(vault, strict=True)
             for point in forget[role]:
+                blocked = blocker(vault, point, held, datetime.now(UTC), bypass=False)
+                if blocked is not None:
+                    plan.kept.append((role, point, blocked))
+                    plan.delete = [(r, p) for r, p in plan.delete if p.id != point.id]
+                    continue
                 vault.forget_point(point.id)
             if prune:
                 vault.reload_index()

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from reprieve.errors import NotFoundError, RefusedError, UsageError
+from reprieve.errors import DamageError, NotFoundError, RefusedError, UsageError
 from reprieve.vault.backends.base import Backend, whole_second
 from reprieve.vault.packs import pack_path
 from reprieve.vault.points import Point
@@ -85,18 +85,19 @@ def retain_until(vault: Vault, point_time: datetime, retain: timedelta | None) -
 
 
 def copy_retention(vault: Vault, point: Point, retain: timedelta | None) -> datetime | None:
-    """The retention date of a copy of ``point`` in ``vault``.
+    """The retention date of a copy of ``point`` in ``vault``, counted from now.
 
-    An explicit ``retain`` must fit the target's bounds; otherwise the
-    source's date is kept, moved inside the target's bounds.
+    An explicit ``retain`` must fit the target's bounds; otherwise the copy
+    keeps its source's date, but at least the target's minimum from now.
     """
+    now = datetime.now(UTC)
     config = vault.config
     if retain is not None or not config.lock:
-        return retain_until(vault, point.time, retain)
-    low = point.time + timedelta(seconds=config.min_retention_s)
+        return retain_until(vault, now, retain)
+    low = now + timedelta(seconds=config.min_retention_s)
     until = max(point.retain_until or low, low)
     if config.max_retention_s:
-        until = min(until, point.time + timedelta(seconds=config.max_retention_s))
+        until = min(until, now + timedelta(seconds=config.max_retention_s))
     return whole_second(until)
 
 
@@ -157,7 +158,17 @@ def lock_point_data(vault: Vault, point: Point) -> int:
     if not vault.backend.can_lock or not vault.config.lock:
         return 0
     names = point_objects(vault, point)
-    _each(names, lambda name: vault.backend.retain(name, until))
+
+    def retain(name: str) -> None:
+        try:
+            vault.backend.retain(name, until)
+        except NotFoundError:
+            # A concurrent backup merged its checkpoint index files away;
+            # the merged file lists the same packs.
+            if not name.startswith("index/"):
+                raise
+
+    _each(names, retain)
     return len(names)
 
 
@@ -172,12 +183,23 @@ class Hold:
     by: str
 
 
-def holds(vault: Vault) -> dict[str, Hold]:
-    """Every legal hold, by point name."""
+def holds(vault: Vault, strict: bool = False) -> dict[str, Hold]:
+    """Every legal hold, by point name.
+
+    An unreadable hold record is skipped for listings; with ``strict`` (before
+    forgetting anything) it stops the command, since it might hold anything.
+    """
     found: dict[str, Hold] = {}
     for name, _ in vault.backend.list("holds"):
-        body = json.loads(vault.cipher.open(vault.backend.get(name), HOLD_AAD, name))
-        found[body["point"]] = Hold(**body)
+        try:
+            body = json.loads(vault.cipher.open(vault.backend.get(name), HOLD_AAD, name))
+            found[body["point"]] = Hold(**body)
+        except (DamageError, ValueError, KeyError, TypeError) as exc:
+            if strict:
+                raise DamageError(
+                    f"legal hold record {name} is unreadable, so nothing is forgotten; "
+                    "restore or remove it"
+                ) from exc
     return found
 
 
@@ -227,8 +249,10 @@ def blocker(
 
 def check_bypass(vault: Vault) -> None:
     """Only governance retention can be bypassed."""
+    if not vault.config.lock:
+        raise UsageError("--bypass-governance applies to locked vaults; this one is not locked")
     if vault.config.lock != "governance":
-        mode = vault.config.lock or "not locked"
+        mode = vault.config.lock
         raise RefusedError(
             f"--bypass-governance applies to governance-mode vaults only; this vault is {mode}"
             + (", whose retention no one can shorten" if mode == "compliance" else "")

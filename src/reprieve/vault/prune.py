@@ -125,28 +125,38 @@ def plan_prune(vault: Vault, forgetting: Collection[str] = ()) -> PrunePlan:
             plan.bytes_freed += size - used_bytes
     plan.unindexed = sorted(set(on_disk) - set(by_pack))
     plan.bytes_freed += sum(on_disk[p] for p in plan.unindexed)
-    backend = vault.backend
-    if backend.can_lock and vault.config.lock and not backend.bypass_governance:
+    if vault.backend.can_lock and vault.config.lock:
         _keep_locked(vault, plan, on_disk)
     return plan
 
 
 def _keep_locked(vault: Vault, plan: PrunePlan, on_disk: dict[str, int]) -> None:
-    """Take out of the plan every pack storage would refuse to delete."""
+    """Take out of the plan every pack storage would refuse to delete.
+
+    With a governance bypass, locked packs that no point needs any more may
+    go, but a locked index file that lists any pack still in use stays (it
+    is what keeps the remaining points' data listed under lock), and so do
+    all the packs it lists.
+    """
     backend = vault.backend
+    bypass = backend.bypass_governance
     candidates = set(plan.delete + plan.repack + plan.unindexed)
+    dead = set(plan.delete)
     with ThreadPoolExecutor(16) as pool:
         files = sorted(vault.index.files)
+        named_by: dict[str, set[str]] = {}
+        for pack, named in vault.index.pack_files.items():
+            for file in named:
+                named_by.setdefault(file, set()).add(pack)
         for file, until in zip(
             files, pool.map(lambda f: backend.locked_until(f"index/{f}"), files), strict=True
         ):
-            if until is None:
+            if until is None or (bypass and named_by.get(file, set()) <= dead):
                 continue
             plan.keep_index.add(file)
-            for pack, named in vault.index.pack_files.items():
-                if file in named and pack in candidates:
-                    plan.locked[pack] = max(until, plan.locked.get(pack, until))
-        rest = sorted(candidates - set(plan.locked))
+            for pack in named_by.get(file, set()) & candidates:
+                plan.locked[pack] = max(until, plan.locked.get(pack, until))
+        rest = [] if bypass else sorted(candidates - set(plan.locked))
         for pack, until in zip(
             rest, pool.map(lambda p: backend.locked_until(pack_path(p)), rest), strict=True
         ):
@@ -156,9 +166,11 @@ def _keep_locked(vault: Vault, plan: PrunePlan, on_disk: dict[str, int]) -> None
         kept[:] = [p for p in kept if p not in plan.locked]
     # Start again from what is left: a repacked pack frees less than its size.
     plan.bytes_freed = sum(on_disk.get(p, 0) for p in plan.delete + plan.unindexed)
+    plan.blobs_repacked = 0
     for pack in plan.repack:
         blobs = vault.index.packs()[pack]
         live = [loc for b, loc in blobs if b in plan.live]
+        plan.blobs_repacked += len(live)
         overhead = ENVELOPE_OVERHEAD + TRAILER.size + RECORD.size * len(blobs)
         plan.bytes_freed += on_disk.get(pack, 0) - overhead - sum(loc.length for loc in live)
     plan.locked = {p: u for p, u in plan.locked.items() if p in on_disk}

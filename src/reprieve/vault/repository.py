@@ -23,6 +23,7 @@ authenticated by AES-GCM under the vault key and re-hashed against its id.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import threading
@@ -41,6 +42,7 @@ from reprieve.errors import (
     DamageError,
     NotFoundError,
     PointNotFound,
+    RefusedError,
     ReprieveError,
     UsageError,
     VaultNotFound,
@@ -93,7 +95,13 @@ class VaultConfig:
             body = json.loads(raw)
             mac = str(body.pop("mac"))
             config = cls(**body)
-        except (ValueError, KeyError, TypeError) as exc:
+            for name, value in asdict(config).items():
+                default = type(getattr(VaultConfig, name, value))
+                if type(value) is not default:
+                    raise TypeError(f"{name} is {type(value).__name__}")
+            if config.lock not in ("", "governance", "compliance"):
+                raise ValueError(f"lock mode {config.lock!r}")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DamageError("the vault's config is unreadable") from exc
         if config.format != FORMAT:
             raise UsageError(f"vault format {config.format} is not supported by this reprieve")
@@ -223,11 +231,14 @@ class Vault:
                 raise
             failure: ReprieveError = VaultNotFound(backend.location)
             failure.__cause__ = exc
-        except (DamageError, WrongKeyError) as exc:
+        except (DamageError, WrongKeyError, UsageError) as exc:
             failure = exc
         # An attacker with the bucket's credentials may have hidden or
         # replaced the config of a locked vault; its first version survives.
-        first = backend.first_version("config")
+        try:
+            first = backend.first_version("config")
+        except ReprieveError:
+            first = None  # e.g. no right to list versions: report the first failure
         if first is None or first == raw:
             raise failure
         return cls._open(backend, secret, first)
@@ -269,7 +280,12 @@ class Vault:
 
     def add_key(self, secret: Secret, kdf_memory_kib: int = DEFAULT_KDF_MEMORY_KIB) -> str:
         wrapper = wrap(self.master, secret, kdf_memory_kib)
-        self.backend.put(f"keys/{wrapper.name}", wrapper.to_bytes())
+        # On a locked vault a new key is locked at once; the next point
+        # extends it with the rest of what it needs.
+        until = None
+        if self.config.lock:
+            until = datetime.now(UTC) + timedelta(seconds=self.config.min_retention_s)
+        self.backend.put(f"keys/{wrapper.name}", wrapper.to_bytes(), until)
         return wrapper.name
 
     def remove_key(self, prefix: str) -> str:
@@ -330,7 +346,9 @@ class Vault:
         new = f"index/{self.write_index(packs)}" if packs else None
         for name in old:
             if name != new and name.removeprefix("index/") not in keep:
-                self.backend.delete(name)
+                # One that storage still locks stays; its packs are locked as long.
+                with contextlib.suppress(RefusedError):
+                    self.backend.delete(name)
         self.reload_index()
 
     def write_index(self, packs: dict[str, list[BlobEntry]]) -> str:

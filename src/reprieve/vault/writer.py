@@ -14,6 +14,7 @@ the index file and the caller has saved a point.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from typing import Protocol
 import zstandard
 from pyfastcdc import FastCDC
 
+from reprieve.errors import RefusedError
 from reprieve.vault.crypto import blob_aad
 from reprieve.vault.packs import BlobEntry, BlobType, Compression, PackBuilder, pack_path
 from reprieve.vault.repository import Vault
@@ -325,7 +327,9 @@ class BlobWriter:
             # Many checkpoint files become one, written before they go.
             name = self.vault.write_index(packs)
             for old in checkpoints:
-                self.vault.backend.delete(f"index/{old}")
+                # Another backup on a locked vault may have locked it: it stays.
+                with contextlib.suppress(RefusedError):
+                    self.vault.backend.delete(f"index/{old}")
             self.vault.index.merge_files(checkpoints, name)
         return name
 

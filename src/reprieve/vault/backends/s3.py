@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -348,21 +348,34 @@ class S3Backend:
                 self._listed.add(prefix.strip("/"))
         return found
 
+    def _versions_of(self, name: str) -> tuple[Sequence[str], Sequence[str]]:
+        """(versions newest first, delete markers) of exactly ``name``, every page."""
+        key = self._key(name)
+        versions: tuple[str, ...] = ()
+        markers: tuple[str, ...] = ()
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=key
+            )
+            for page in pages:
+                versions += tuple(
+                    str(v["VersionId"]) for v in page.get("Versions", []) if v["Key"] == key
+                )
+                markers += tuple(
+                    str(m["VersionId"]) for m in page.get("DeleteMarkers", []) if m["Key"] == key
+                )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "listing", name) from exc
+        return versions, markers
+
     def _delete_versions(self, name: str) -> None:
         """Delete every version of ``name``; refused while any is locked."""
         key = self._key(name)
+        versions, markers = self._versions_of(name)
+        extra = {"BypassGovernanceRetention": True} if self.bypass_governance else {}
         try:
-            listing = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
-            entries = [
-                e
-                for e in listing.get("Versions", []) + listing.get("DeleteMarkers", [])
-                if e["Key"] == key
-            ]
-            for entry in entries:
-                extra = {"BypassGovernanceRetention": True} if self.bypass_governance else {}
-                self.client.delete_object(
-                    Bucket=self.bucket, Key=key, VersionId=entry["VersionId"], **extra
-                )
+            for version in [*versions, *markers]:
+                self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version, **extra)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "AccessDenied":
                 raise RefusedError(
@@ -377,19 +390,14 @@ class S3Backend:
 
     def first_version(self, name: str) -> bytes | None:
         """The first version ever written of ``name``, if any survives."""
-        key = self._key(name)
-        try:
-            listing = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
-        except (ClientError, BotoCoreError) as exc:
-            raise self._translate(exc, "listing", name) from exc
-        versions = [v for v in listing.get("Versions", []) if v["Key"] == key]
+        versions, _ = self._versions_of(name)
         if not versions:
             return None
-        first = str(versions[-1]["VersionId"])
         try:
-            body: bytes = self.client.get_object(Bucket=self.bucket, Key=key, VersionId=first)[
-                "Body"
-            ].read()
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=self._key(name), VersionId=versions[-1]
+            )
+            body: bytes = response["Body"].read()
         except (ClientError, BotoCoreError, *_BODY_ERRORS) as exc:
             raise self._translate(exc, "reading from", name) from exc
         return body
