@@ -65,14 +65,6 @@ def ok(*args: str | Path, **kw: Any) -> Result:
     return result
 
 
-@pytest.fixture
-def vault(tmp_path: Path) -> Path:
-    """A new, empty vault in a local folder."""
-    location = tmp_path / "vault"
-    ok("vault", "init", "--vault", location, *FAST_KDF)
-    return location
-
-
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
     """One real SeaweedFS S3 gateway for the whole run."""
@@ -81,23 +73,103 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
     server.stop()
 
 
+def use_seaweed(env: pytest.MonkeyPatch, server: Seaweed) -> None:
+    """Point AWS clients, ours and those of `reprieve` processes, at ``server``."""
+    for key, value in server.env.items():
+        env.setenv(key, value)
+    env.delenv("AWS_PROFILE", raising=False)
+
+
+def _client(server: Seaweed) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=server.env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"],
+        region_name=server.env["AWS_DEFAULT_REGION"],
+    )
+
+
+def new_bucket(server: Seaweed, owner: str) -> str:
+    """A new, empty bucket named after ``owner``, a test's or a fixture's node id."""
+    name = "t-" + hashlib.sha1(owner.encode()).hexdigest()[:20]
+    _client(server).create_bucket(Bucket=name)
+    return name
+
+
+def drop_bucket(server: Seaweed, name: str) -> None:
+    """Delete the bucket and all it holds.
+
+    SeaweedFS gives each bucket volumes of its own and frees them only with the
+    bucket: a run that kept its buckets would fail its writes after about 70.
+    """
+    client = _client(server)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        if keys := [{"Key": obj["Key"]} for obj in page.get("Contents", [])]:
+            client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+    client.delete_bucket(Bucket=name)
+
+
 @pytest.fixture
 def s3_env(seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """AWS settings for the test gateway, also set in this process."""
-    for key, value in seaweed.env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    use_seaweed(monkeypatch, seaweed)
     return seaweed.env
 
 
 @pytest.fixture
-def s3_bucket(s3_env: dict[str, str], request: pytest.FixtureRequest) -> str:
-    """A new, empty bucket named after the test."""
-    import boto3
+def s3_bucket(
+    s3_env: dict[str, str], seaweed: Seaweed, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A new, empty bucket named after the test, deleted after it."""
+    name = new_bucket(seaweed, request.node.nodeid)
+    yield name
+    drop_bucket(seaweed, name)
 
-    name = "t-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:20]
-    boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=name)
-    return name
+
+@pytest.fixture(scope="module", params=["folder", "s3"])
+def storage(request: pytest.FixtureRequest) -> str:
+    """The backend of a test's vaults: every vault test runs on a folder and on S3.
+
+    Module-scoped, so that a vault a module's fixture builds once and the
+    tests that use it are on the same backend.
+    """
+    return str(request.param)
+
+
+# For the few tests too slow to repeat on S3; each says why where it is used.
+folder_only = pytest.mark.parametrize("storage", ["folder"], indirect=True, scope="module")
+
+
+@pytest.fixture
+def vault_base(storage: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where this test puts vaults, as f"{vault_base}/name": its folder, or a new bucket."""
+    if storage == "s3":
+        return "s3://" + str(request.getfixturevalue("s3_bucket"))
+    return str(tmp_path)
+
+
+def shared_vault_base(
+    storage: str, request: pytest.FixtureRequest, env: pytest.MonkeyPatch, folder: Path
+) -> str:
+    """``vault_base`` for a module-scoped fixture; sets the AWS settings in ``env``."""
+    if storage == "folder":
+        return str(folder)
+    server: Seaweed = request.getfixturevalue("seaweed")
+    use_seaweed(env, server)
+    name = new_bucket(server, f"{request.node.nodeid}::{request.fixturename}")
+    request.addfinalizer(lambda: drop_bucket(server, name))
+    return f"s3://{name}"
+
+
+@pytest.fixture
+def vault(vault_base: str) -> str:
+    """A new, empty vault: its `--vault` location."""
+    location = f"{vault_base}/vault"
+    ok("vault", "init", "--vault", location, *FAST_KDF)
+    return location
 
 
 @pytest.fixture

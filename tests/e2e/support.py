@@ -62,12 +62,6 @@ def restored_at(target: Path, source: Path) -> Path:
     return target / source.absolute().relative_to(source.absolute().anchor)
 
 
-def flip_byte(path: Path, offset: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x5A
-    path.write_bytes(bytes(data))
-
-
 def one_line(result: Result) -> str:
     """The single line a failing command must print on stderr."""
     lines = result.stderr.strip().splitlines()

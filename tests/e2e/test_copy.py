@@ -1,4 +1,8 @@
-"""Copies between vaults: another region, other keys, resumable."""
+"""Copies between vaults: another region, other keys, resumable.
+
+Apart from the two-region test, each test copies between two vaults on one
+backend and runs on a folder and on S3.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import boto3
 import pytest
 from conftest import FAST_KDF, ok, run_cli
 from seaweed import Seaweed, start_seaweed
+from stores import VaultStore
 from support import digests, one_line, random_file, restored_at, start_cli, text_file
 
 OTHER_PASSWORD = "a different passphrase for the other region"
@@ -77,29 +82,28 @@ def test_copy_to_another_region_restores_with_the_first_region_down(
 
 
 def test_copy_killed_midway_resumes_without_sending_again_what_arrived(
-    tmp_path: Path,
+    vault_base: str, tmp_path: Path
 ) -> None:
     source = tmp_path / "data"
     rng = random.Random(12)
     for i in range(6):
         random_file(source / f"r{i}.bin", rng, 24 * MiB)
-    east, west = tmp_path / "east", tmp_path / "west"
-    ok("vault", "init", "--vault", east, *FAST_KDF)
-    ok("vault", "init", "--vault", west, *FAST_KDF)
+    east, west = _two_vaults(vault_base)
     ok("backup", "files", source, "--vault", east, "--resource", "app")
-    total = sum(p.stat().st_size for p in (east / "packs").rglob("*") if p.is_file())
+    total = sum(VaultStore.at(east).sizes("packs/").values())
+    arriving = VaultStore.at(west)
 
     started = time.monotonic()
     copier = start_cli("copy", "--from", east, "--to", west)
-    packs_seen = 0
     while copier.poll() is None and time.monotonic() - started < 60:
-        packs_seen = sum(1 for _ in (west / "index").glob("*")) if (west / "index").exists() else 0
-        if packs_seen >= 2:  # some packs indexed: about half the data arrived
+        # A folder's `.tmp-*` file is an index still being written: not yet an index.
+        indexed = [n for n in arriving.names("index/") if not n.startswith("index/.tmp-")]
+        if len(indexed) >= 2:  # some packs indexed: about half the data arrived
             break
         time.sleep(0.02)
     copier.send_signal(signal.SIGKILL)
     copier.wait()
-    arrived = sum(p.stat().st_size for p in (west / "packs").rglob("*") if p.is_file())
+    arrived = sum(arriving.sizes("packs/").values())
     assert 0 < arrived < total, "the kill should land midway; the copy was too fast"
 
     resumed = ok("copy", "--from", east, "--to", west, "--json").json()
@@ -114,33 +118,38 @@ def test_copy_killed_midway_resumes_without_sending_again_what_arrived(
     assert digests(restored_at(target, source)) == digests(source)
 
 
-def _two_local_vaults(tmp_path: Path) -> tuple[Path, Path]:
-    east, west = tmp_path / "east", tmp_path / "west"
+def _two_vaults(vault_base: str) -> tuple[str, str]:
+    east, west = f"{vault_base}/east", f"{vault_base}/west"
     ok("vault", "init", "--vault", east, *FAST_KDF)
     ok("vault", "init", "--vault", west, *FAST_KDF)
     return east, west
 
 
-def _points(vault: Path) -> list[dict[str, str]]:
+def _points(vault: str) -> list[dict[str, str]]:
     listed: list[dict[str, str]] = ok("points", "list", "--vault", vault, "--json").json()
     return listed
 
 
-def test_damaged_source_point_is_reported_and_the_others_are_copied(tmp_path: Path) -> None:
-    east, west = _two_local_vaults(tmp_path)
+def test_damaged_source_point_is_reported_and_the_others_are_copied(
+    vault_base: str, tmp_path: Path
+) -> None:
+    east, west = _two_vaults(vault_base)
     rng = random.Random(21)
     source = tmp_path / "data"
-    points = []
-    for i in range(3):
+
+    def backup(i: int) -> str:
         random_file(source / f"f{i}.bin", rng, MiB)
         done = ok("backup", "files", source, "--vault", east, "--resource", "app", "--json")
-        points.append(done.json()["point"])
+        return str(done.json()["point"])
+
+    store = VaultStore.at(east)
+    points = [backup(0)]
     # The first backup wrote two packs: f0.bin's data, which every point needs,
     # and its folder listings (the smaller), which only the oldest point needs.
-    packs = sorted(
-        (p for p in (east / "packs").rglob("*") if p.is_file()), key=lambda p: p.stat().st_mtime_ns
-    )
-    min(packs[:2], key=lambda p: p.stat().st_size).unlink()
+    first = store.sizes("packs/")
+    assert len(first) == 2, first
+    points += [backup(1), backup(2)]
+    store.delete(min(first, key=first.__getitem__))
 
     result = run_cli("copy", "--from", east, "--to", west, "--json")
     assert result.code == 3
@@ -153,9 +162,9 @@ def test_damaged_source_point_is_reported_and_the_others_are_copied(tmp_path: Pa
 
 
 def test_copy_keeps_parent_links_across_runs_and_refuses_a_vault_into_itself(
-    tmp_path: Path,
+    vault_base: str, tmp_path: Path
 ) -> None:
-    east, west = _two_local_vaults(tmp_path)
+    east, west = _two_vaults(vault_base)
     source = tmp_path / "data"
     random_file(source / "a.bin", random.Random(22), MiB)
     ok("backup", "files", source, "--vault", east, "--resource", "app")
@@ -173,19 +182,19 @@ def test_copy_keeps_parent_links_across_runs_and_refuses_a_vault_into_itself(
     assert "same vault" in one_line(itself)
 
 
-def second_source(vault: Path) -> str:
+def second_source(vault: str) -> str:
     return _points(vault)[-1]["id"]
 
 
-def test_copy_sends_again_what_vanished_from_the_target(tmp_path: Path) -> None:
-    east, west = _two_local_vaults(tmp_path)
+def test_copy_sends_again_what_vanished_from_the_target(vault_base: str, tmp_path: Path) -> None:
+    east, west = _two_vaults(vault_base)
     source = tmp_path / "data"
     random_file(source / "a.bin", random.Random(24), 2 * MiB)
     ok("backup", "files", source, "--vault", east, "--resource", "app")
     ok("copy", "--from", east, "--to", west)
-    for pack in (west / "packs").rglob("*"):
-        if pack.is_file():
-            pack.unlink()
+    target_store = VaultStore.at(west)
+    for pack in target_store.names("packs/"):
+        target_store.delete(pack)
     # The target lost its data; a new point that needs the same blobs must carry them.
     random_file(source / "b.bin", random.Random(25), MiB)
     ok("backup", "files", source, "--vault", east, "--resource", "app")

@@ -4,45 +4,56 @@ Every stored object is named by the hash of its bytes and every blob is
 authenticated, so one flipped byte anywhere in a pack, an index file, or a
 point must surface as damage (exit 3) that names the object, and a restore
 must either fail with one clear line or produce exactly the original bytes.
+Each test damages its vault through a VaultStore and runs on a folder and on S3.
 """
 
 from __future__ import annotations
 
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import FAST_KDF, ok, run_cli
-from support import digests, flip_byte, one_line, random_file, restored_at, text_file
+from conftest import FAST_KDF, ok, run_cli, shared_vault_base
+from stores import VaultStore, copy_vault
+from support import digests, one_line, random_file, restored_at, text_file
 
 
 @dataclass(frozen=True)
 class Backed:
-    vault: Path
+    vault: str
     source: Path
     points: list[str]
     contents: dict[str, dict[str, str]]
     """Per point id, the digests of the source when that point was taken."""
-    index_files: list[Path]
+    index_files: list[str]
     """In the order the backups wrote them."""
 
 
-def _files(vault: Path, folder: str) -> list[Path]:
-    return sorted(p for p in (vault / folder).rglob("*") if p.is_file())
-
-
 @pytest.fixture(scope="module")
-def backed(tmp_path_factory: pytest.TempPathFactory) -> Backed:
+def backed(
+    storage: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Backed:
     """Two points of a small tree of random and compressible files."""
     root = tmp_path_factory.mktemp("corruption")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("HOME", str(root))  # as the autouse isolation does for each test
-        return _back_up_twice(root)
+        return _back_up_twice(root, shared_vault_base(storage, request, env, root))
 
 
-def _back_up_twice(root: Path) -> Backed:
+def _copy(backed: Backed, vault_base: str) -> tuple[str, VaultStore]:
+    """A copy of the backed-up vault for one test to damage."""
+    vault = f"{vault_base}/vault"
+    copy_vault(backed.vault, vault)
+    return vault, VaultStore.at(vault)
+
+
+def _id(name: str) -> str:
+    """How reports name a stored object: the start of its content hash."""
+    return name.rsplit("/", 1)[-1][:12]
+
+
+def _back_up_twice(root: Path, vault_base: str) -> Backed:
     rng = random.Random(20240501)
     source = root / "data"
     for i in range(3):
@@ -51,12 +62,13 @@ def _back_up_twice(root: Path) -> Backed:
         text_file(source / "logs" / f"app{i}.log", rng, 900 * 1024)
     for i in range(5):
         random_file(source / "small" / f"s{i}.dat", rng, rng.randrange(1, 9000))
-    vault = root / "vault"
+    vault = f"{vault_base}/vault"
     ok("vault", "init", "--vault", vault, *FAST_KDF)
+    store = VaultStore.at(vault)
 
     points: list[str] = []
     contents: dict[str, dict[str, str]] = {}
-    index_files: list[Path] = []
+    index_files: list[str] = []
     for round_ in range(2):
         if round_ == 1:
             random_file(source / "random" / "r1.bin", rng, 600 * 1024)
@@ -67,24 +79,23 @@ def _back_up_twice(root: Path) -> Backed:
         point = str(done.json()["point"])
         points.append(point)
         contents[point] = digests(source)
-        index_files += sorted(set(_files(vault, "index")) - set(index_files))
+        index_files += sorted(set(store.names("index/")) - set(index_files))
     return Backed(vault, source, points, contents, index_files)
 
 
-def _target_object(backed: Backed, vault: Path, which: str) -> tuple[Path, str]:
-    """The file to damage in the copy ``vault``, and the name check must report."""
+def _target_object(backed: Backed, which: str) -> str:
+    """The object to damage in a copy of the backed-up vault."""
     # A pack holds blobs of one type, and this tree's folder listings are far
     # smaller than its file contents: the largest pack holds data, the smallest trees.
-    packs = sorted(_files(backed.vault, "packs"), key=lambda p: p.stat().st_size)
+    sizes = VaultStore.at(backed.vault).sizes("packs/")
+    packs = sorted(sizes, key=lambda name: (sizes[name], name))
     if which == "data pack":
-        original = packs[-1]
-    elif which == "tree pack":
-        original = packs[0]
-    elif which == "index":
-        original = backed.index_files[-1]
-    else:
-        original = backed.vault / "points" / backed.points[0]
-    return vault / original.relative_to(backed.vault), original.name[:12]
+        return packs[-1]
+    if which == "tree pack":
+        return packs[0]
+    if which == "index":
+        return backed.index_files[-1]
+    return f"points/{backed.points[0]}"
 
 
 def _offset(size: int, position: str, rng: random.Random) -> int:
@@ -94,20 +105,19 @@ def _offset(size: int, position: str, rng: random.Random) -> int:
 @pytest.mark.parametrize("position", ["start", "middle", "end", "random"])
 @pytest.mark.parametrize("which", ["data pack", "tree pack", "index", "point"])
 def test_flipped_byte_in_any_object_is_found_and_never_restored_silently(
-    backed: Backed, tmp_path: Path, which: str, position: str
+    backed: Backed, vault_base: str, tmp_path: Path, which: str, position: str
 ) -> None:
-    vault = tmp_path / "vault"
-    shutil.copytree(backed.vault, vault)
-    damaged, name = _target_object(backed, vault, which)
-    offset = _offset(damaged.stat().st_size, position, random.Random(f"{which}/{position}"))
-    flip_byte(damaged, offset)
+    vault, store = _copy(backed, vault_base)
+    damaged = _target_object(backed, which)
+    offset = _offset(store.size(damaged), position, random.Random(f"{which}/{position}"))
+    store.flip(damaged, offset)
 
     check = run_cli("check", "--vault", vault, "--read-data", "--json")
     assert check.code == 3, f"flip at {offset} of {damaged}: {check.stdout} {check.stderr}"
     one_line(check)
     report = check.json()
     assert report["ok"] is False
-    assert any(name in error for error in report["errors"]), report["errors"]
+    assert any(_id(damaged) in error for error in report["errors"]), report["errors"]
 
     lost = set(report["damaged_points"])
     if which == "point":
@@ -128,7 +138,7 @@ def test_flipped_byte_in_any_object_is_found_and_never_restored_silently(
             assert got == want
 
 
-def test_wrong_password_is_refused_with_one_line(vault: Path, tmp_path: Path) -> None:
+def test_wrong_password_is_refused_with_one_line(vault: str, tmp_path: Path) -> None:
     source = tmp_path / "data"
     random_file(source / "a.bin", random.Random(4), 5000)
     point = ok("backup", "files", source, "--vault", vault, "--resource", "r", "--json")
@@ -146,7 +156,7 @@ def test_wrong_password_is_refused_with_one_line(vault: Path, tmp_path: Path) ->
 
 
 def test_restore_onto_non_empty_target_is_refused_unless_overwrite(
-    vault: Path, tmp_path: Path
+    vault: str, tmp_path: Path
 ) -> None:
     rng = random.Random(5)
     source = tmp_path / "data"
@@ -175,25 +185,26 @@ def test_restore_onto_non_empty_target_is_refused_unless_overwrite(
 
 
 def test_restore_stopped_by_a_damaged_folder_leaves_no_half_written_file(
-    vault: Path, tmp_path: Path
+    vault: str, tmp_path: Path
 ) -> None:
     rng = random.Random(9)
     source = tmp_path / "data"
     random_file(source / "a" / "big.bin", rng, 3 * 1024 * 1024)
     ok("backup", "files", source, "--vault", vault, "--resource", "r")
-    first_packs = set(_files(vault, "packs"))
+    store = VaultStore.at(vault)
+    first_packs = set(store.names("packs/"))
     # Empty files have no content, so the second backup stores only folder listings,
     # and the listing of b/, long names that do not compress, fills nearly all that pack.
     (source / "b").mkdir()
     for _ in range(2000):
         (source / "b" / rng.randbytes(24).hex()).touch()
     point = ok("backup", "files", source, "--vault", vault, "--resource", "r", "--json")
-    (listings,) = set(_files(vault, "packs")) - first_packs
-    contents = max(first_packs, key=lambda p: p.stat().st_size)
+    (listings,) = set(store.names("packs/")) - first_packs
+    contents = max(first_packs, key=store.size)
     # Damage one blob in the middle of big.bin and the listing of b/, which restore
     # reads after it has started writing big.bin.
-    flip_byte(contents, contents.stat().st_size // 2)
-    flip_byte(listings, listings.stat().st_size // 2)
+    store.flip(contents, store.size(contents) // 2)
+    store.flip(listings, store.size(listings) // 2)
     check = run_cli("check", "--vault", vault, "--read-data", "--json")
     damaged = check.json()["damaged_points"][point.json()["point"]]
     assert any(p.endswith("/data/a/big.bin") for p in damaged), damaged
@@ -207,23 +218,22 @@ def test_restore_stopped_by_a_damaged_folder_leaves_no_half_written_file(
 
 
 def test_damaged_index_is_rebuilt_from_pack_headers_and_nothing_is_lost(
-    backed: Backed, tmp_path: Path
+    backed: Backed, vault_base: str, tmp_path: Path
 ) -> None:
-    vault = tmp_path / "vault"
-    shutil.copytree(backed.vault, vault)
+    vault, store = _copy(backed, vault_base)
     for index_file in backed.index_files:
-        flip_byte(vault / index_file.relative_to(backed.vault), 7)
+        store.flip(index_file, 7)
 
     assert run_cli("check", "--vault", vault).code == 3
     refused = run_cli("prune", "--vault", vault)
     assert refused.code == 3
     assert "rebuild-index" in one_line(refused)
-    packs_before = _files(vault, "packs")
+    packs_before = store.names("packs/")
 
     rebuilt = ok("vault", "rebuild-index", "--vault", vault, "--json").json()
     assert rebuilt["packs"] == len(packs_before)
     assert rebuilt["unreadable_packs"] == 0
-    assert len(_files(vault, "index")) == 1
+    assert len(store.names("index/")) == 1
     ok("check", "--vault", vault, "--read-data")
     for point in backed.points:
         target = tmp_path / f"restore-{point[:12]}"
@@ -232,20 +242,21 @@ def test_damaged_index_is_rebuilt_from_pack_headers_and_nothing_is_lost(
 
 
 def test_restore_with_a_missing_pack_exits_3_and_leaves_no_empty_file(
-    vault: Path, tmp_path: Path
+    vault: str, tmp_path: Path
 ) -> None:
     rng = random.Random(11)
     source = tmp_path / "data"
     text_file(source / "kept" / "app.log", rng, 400 * 1024)
     random_file(source / "kept" / "small.dat", rng, 3000)
     ok("backup", "files", source, "--vault", vault, "--resource", "r")
-    first_packs = set(_files(vault, "packs"))
+    store = VaultStore.at(vault)
+    first_packs = set(store.names("packs/"))
     # Written by the pool (over 1 MiB) and in the walking thread (under), from one new pack.
     random_file(source / "lost" / "big.bin", rng, 3 * 1024 * 1024)
     random_file(source / "lost" / "medium.bin", rng, 200 * 1024)
     point = ok("backup", "files", source, "--vault", vault, "--resource", "r", "--json")
     want = digests(source)
-    max(set(_files(vault, "packs")) - first_packs, key=lambda p: p.stat().st_size).unlink()
+    store.delete(max(set(store.names("packs/")) - first_packs, key=store.size))
 
     target = tmp_path / "restore"
     result = run_cli("restore", point.json()["point"], "--vault", vault, "--target", target)
@@ -261,7 +272,7 @@ def test_restore_with_a_missing_pack_exits_3_and_leaves_no_empty_file(
     assert set(got) == set(want) - {"lost/big.bin", "lost/medium.bin"}
 
 
-def test_damaged_point_does_not_block_backups_or_listing(vault: Path, tmp_path: Path) -> None:
+def test_damaged_point_does_not_block_backups_or_listing(vault: str, tmp_path: Path) -> None:
     rng = random.Random(12)
     app, etc = tmp_path / "app", tmp_path / "etc"
     random_file(app / "a.bin", rng, 20_000)
@@ -275,7 +286,7 @@ def test_damaged_point_does_not_block_backups_or_listing(vault: Path, tmp_path: 
     # The newest point of a resource is the parent of its next backup.
     damaged = backup("app", app)
     other = backup("etc", etc)
-    flip_byte(vault / "points" / damaged, 40)
+    VaultStore.at(vault).flip(f"points/{damaged}", 40)
 
     listed = ok("points", "list", "--vault", vault, "--json").json()
     assert {p["id"] for p in listed} == {older, other}
@@ -294,10 +305,15 @@ def test_damaged_point_does_not_block_backups_or_listing(vault: Path, tmp_path: 
     assert any(damaged[:12] in error for error in check.json()["errors"]), check.stdout
 
 
-def test_damaged_key_file_does_not_lock_out_other_keys(vault: Path, tmp_path: Path) -> None:
-    (first,) = _files(vault, "keys")
+def _cut_in_half(store: VaultStore, name: str) -> None:
+    store.write(name, store.read(name)[: store.size(name) // 2])
+
+
+def test_damaged_key_file_does_not_lock_out_other_keys(vault: str, tmp_path: Path) -> None:
+    store = VaultStore.at(vault)
+    (first,) = store.names("keys/")
     ok("vault", "key", "add", "--vault", vault, *FAST_KDF, env={"REPRIEVE_NEW_PASSWORD": "second"})
-    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    _cut_in_half(store, first)
 
     source = tmp_path / "data"
     random_file(source / "a.bin", random.Random(13), 5000)
@@ -309,29 +325,31 @@ def test_damaged_key_file_does_not_lock_out_other_keys(vault: Path, tmp_path: Pa
     one_line(refused)
 
 
-def test_damaged_key_file_can_be_removed_with_another_key(vault: Path) -> None:
-    (first,) = _files(vault, "keys")
+def test_damaged_key_file_can_be_removed_with_another_key(vault: str) -> None:
+    store = VaultStore.at(vault)
+    (first,) = store.names("keys/")
     ok("vault", "key", "add", "--vault", vault, *FAST_KDF, env={"REPRIEVE_NEW_PASSWORD": "second"})
-    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    _cut_in_half(store, first)
 
-    removed = ok("vault", "key", "remove", first.name[:12], "--vault", vault, password="second")
-    assert first.name[:12] in removed.stdout
-    assert not first.exists()
+    removed = ok("vault", "key", "remove", _id(first), "--vault", vault, password="second")
+    assert _id(first) in removed.stdout
+    assert not store.exists(first)
     ok("check", "--vault", vault, password="second")
 
 
-def test_prune_keeps_a_pack_whose_header_is_damaged(backed: Backed, tmp_path: Path) -> None:
-    vault = tmp_path / "vault"
-    shutil.copytree(backed.vault, vault)
-    pack, _ = _target_object(backed, vault, "data pack")
+def test_prune_keeps_a_pack_whose_header_is_damaged(
+    backed: Backed, vault_base: str, tmp_path: Path
+) -> None:
+    vault, store = _copy(backed, vault_base)
+    pack = _target_object(backed, "data pack")
     # The header envelope ends just before the 8-byte trailer.
-    flip_byte(pack, pack.stat().st_size - 8 - 12)
+    store.flip(pack, store.size(pack) - 8 - 12)
 
     rebuilt = ok("vault", "rebuild-index", "--vault", vault, "--json").json()
     assert rebuilt["unreadable_packs"] == 1
     ok("prune", "--vault", vault)
 
-    assert pack.exists(), "prune deleted a pack whose blobs every point needs"
+    assert store.exists(pack), "prune deleted a pack whose blobs every point needs"
     for point in backed.points:
         target = tmp_path / f"restore-{point[:12]}"
         ok("restore", point, "--vault", vault, "--target", target)

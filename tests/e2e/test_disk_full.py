@@ -39,6 +39,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mount_point)], check=True)
 
 
+# Folder only: a bucket has no disk to fill; S3 refusing writes is test_s3_faults.py's case.
 def test_full_disk_during_backup_fails_cleanly_and_vault_stays_consistent(
     small_disk: Path, tmp_path: Path
 ) -> None:

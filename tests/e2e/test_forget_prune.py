@@ -1,4 +1,4 @@
-"""Retention and space reclamation through the real command line."""
+"""Retention and space reclamation through the real command line, on a folder and on S3."""
 
 from __future__ import annotations
 
@@ -6,20 +6,18 @@ import random
 from pathlib import Path
 
 from conftest import ok, run_cli
+from stores import VaultStore
 from support import digests, one_line, random_file, restored_at, text_file
 
 MiB = 1024 * 1024
 
 
-def _vault_files(vault: Path) -> dict[str, int]:
-    return {
-        str(p.relative_to(vault)): p.stat().st_size
-        for p in sorted(vault.rglob("*"))
-        if p.is_file() and "locks" not in p.parts
-    }
+def _vault_files(vault: str) -> dict[str, int]:
+    stored = VaultStore.at(vault).sizes()
+    return {name: size for name, size in stored.items() if not name.startswith("locks/")}
 
 
-def _four_points(vault: Path, source: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+def _four_points(vault: str, source: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
     """Four points of a tree where each round replaces one large file."""
     rng = random.Random(7)
     text_file(source / "log.txt", rng, MiB)
@@ -35,7 +33,7 @@ def _four_points(vault: Path, source: Path) -> tuple[list[str], dict[str, dict[s
 
 
 def test_forget_dry_run_changes_nothing_and_forget_removes_exactly_the_plan(
-    vault: Path, tmp_path: Path
+    vault: str, tmp_path: Path
 ) -> None:
     source = tmp_path / "data"
     points, _ = _four_points(vault, source)
@@ -58,14 +56,14 @@ def test_forget_dry_run_changes_nothing_and_forget_removes_exactly_the_plan(
     assert listed == {points[2], points[3], other.json()["point"]}
 
 
-def test_forget_without_a_rule_refuses_with_one_line(vault: Path) -> None:
+def test_forget_without_a_rule_refuses_with_one_line(vault: str) -> None:
     result = run_cli("forget", "--vault", vault, "--resource", "app")
     assert result.code == 2
     assert "--keep" in one_line(result)
 
 
 def test_prune_frees_forgotten_data_and_keeps_every_remaining_point_restorable(
-    vault: Path, tmp_path: Path
+    vault: str, tmp_path: Path
 ) -> None:
     source = tmp_path / "data"
     points, contents = _four_points(vault, source)
@@ -99,7 +97,7 @@ def test_prune_frees_forgotten_data_and_keeps_every_remaining_point_restorable(
 
 
 def test_forget_dry_run_with_prune_reports_what_the_real_run_frees(
-    vault: Path, tmp_path: Path
+    vault: str, tmp_path: Path
 ) -> None:
     _four_points(vault, tmp_path / "data")
     before = _vault_files(vault)
@@ -118,7 +116,7 @@ def test_forget_dry_run_with_prune_reports_what_the_real_run_frees(
     assert abs(done["prune"]["bytes_freed"] - dry["prune"]["bytes_freed"]) < 4096
 
 
-def test_half_empty_pack_is_repacked_after_an_earlier_prune(vault: Path, tmp_path: Path) -> None:
+def test_half_empty_pack_is_repacked_after_an_earlier_prune(vault: str, tmp_path: Path) -> None:
     rng = random.Random(50)
     source = tmp_path / "data"
     size = 300 * 1024  # below the smallest chunk: one blob per file
@@ -130,9 +128,8 @@ def test_half_empty_pack_is_repacked_after_an_earlier_prune(vault: Path, tmp_pat
         return str(done.json()["point"])
 
     backup()
-    (shared,) = [
-        p for p in (vault / "packs").rglob("*") if p.is_file() and p.stat().st_size > 40 * size
-    ]
+    store = VaultStore.at(vault)
+    (shared,) = [name for name, bytes_ in store.sizes("packs/").items() if bytes_ > 40 * size]
     # Each later point keeps fewer of the files: 25 of 40, then 10 of 40.
     for i in range(15):
         (source / f"f{i:02}.bin").unlink()
@@ -144,14 +141,14 @@ def test_half_empty_pack_is_repacked_after_an_earlier_prune(vault: Path, tmp_pat
 
     first = ok("forget", "--vault", vault, "--keep-last", "2", "--prune", "--json").json()
     assert first["prune"]["packs_repacked"] + first["prune"]["packs_deleted"] >= 1
-    assert shared.exists(), "a pack still 62% live was repacked"
+    assert store.exists(shared), "a pack still 62% live was repacked"
 
     # The earlier prune rewrote the index without the dead blobs; the pack's size on
     # disk, not the index's shorter list, must decide that it is now 25% live.
     second = ok("forget", "--vault", vault, "--keep-last", "1", "--prune", "--json").json()
     assert second["prune"]["packs_repacked"] >= 1
     assert second["prune"]["bytes_freed"] >= 25 * size
-    assert not shared.exists()
+    assert not store.exists(shared)
 
     ok("check", "--vault", vault, "--read-data")
     target = tmp_path / "restore"
@@ -159,7 +156,7 @@ def test_half_empty_pack_is_repacked_after_an_earlier_prune(vault: Path, tmp_pat
     assert digests(restored_at(target, source)) == want
 
 
-def test_forget_of_an_unknown_resource_exits_5(vault: Path, tmp_path: Path) -> None:
+def test_forget_of_an_unknown_resource_exits_5(vault: str, tmp_path: Path) -> None:
     source = tmp_path / "data"
     random_file(source / "a.bin", random.Random(5), 5000)
     ok("backup", "files", source, "--vault", vault, "--resource", "app")
@@ -168,4 +165,4 @@ def test_forget_of_an_unknown_resource_exits_5(vault: Path, tmp_path: Path) -> N
     assert result.code == 5, result.stderr
     assert "nope" in one_line(result)
     assert len(ok("points", "list", "--vault", vault, "--json").json()) == 1
-    assert not list((vault / "locks").iterdir()), "the refused forget left its lock"
+    assert not VaultStore.at(vault).names("locks/"), "the refused forget left its lock"

@@ -61,14 +61,14 @@ def make_dataset(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def backup(tmp_path: Path, vault: Path, source: Path, resource: str) -> tuple[dict[str, Any], int]:
+def backup(tmp_path: Path, vault: str, source: Path, resource: str) -> tuple[dict[str, Any], int]:
     return measured(
         tmp_path, "backup", "files", source, "--vault", vault, "--resource", resource, "--json"
     )
 
 
 def test_unchanged_rebackup_adds_almost_nothing_and_reads_no_file_contents(
-    tmp_path: Path, vault: Path
+    tmp_path: Path, vault: str
 ) -> None:
     source = tmp_path / "data"
     size = make_dataset(source)
@@ -88,11 +88,12 @@ def test_unchanged_rebackup_adds_almost_nothing_and_reads_no_file_contents(
     # files beside the source between backups, which moves their mtime).
     assert second["blobs_added"] <= len(source.parts)
     assert second["bytes_added"] < 64 * 1024
-    # Starting Python and importing reprieve reads ~4 MB of modules; measure that with a
-    # command that touches no source file, and allow the second backup little beyond it.
+    # Starting Python and importing reprieve reads ~4 MB of modules (~10 MB on S3, where
+    # boto3 loads its service data); measure that with a command that touches no source
+    # file, and allow the second backup little beyond it.
     _, baseline_rchar = measured(tmp_path, "points", "list", "--vault", vault, "--json")
     extra = second_rchar - baseline_rchar
-    assert second_rchar < size // 10
+    assert baseline_rchar < size // 4, f"start-up alone read {baseline_rchar} bytes"
     assert extra < size // 50, f"read {extra} bytes beyond start-up of a {size}-byte dataset"
 
     rewritten = source / "logs" / "app3.log"
@@ -116,7 +117,7 @@ def test_unchanged_rebackup_adds_almost_nothing_and_reads_no_file_contents(
 
 
 def test_backup_of_a_new_resource_does_not_take_another_resources_point_as_parent(
-    tmp_path: Path, vault: Path
+    tmp_path: Path, vault: str
 ) -> None:
     source = tmp_path / "shared"
     rng = random.Random(3)

@@ -3,12 +3,12 @@
 The write order (packs, then index, then the point; prune: new packs, new
 index, then deletions) is what makes this hold; these tests kill real
 processes at seeded random moments, and prune also right as each of its
-phases begins, then verify every byte, rerun, and restore.
+phases begins, then verify every byte, rerun, and restore. The kill at
+random moments runs on a folder only; the kill midway runs on S3 too.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import FAST_KDF, Result, run_cli
+from conftest import FAST_KDF, Result, folder_only, run_cli, shared_vault_base
+from stores import VaultStore, copy_vault, remove_vault
 from support import digests, random_file, restored_at, start_cli, text_file
 
 MIB = 1024 * 1024
@@ -48,14 +49,14 @@ def kill(proc: subprocess.Popen[bytes]) -> bool:
     return proc.wait() == -signal.SIGKILL
 
 
-def files_under(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+def names(vault: str, prefix: str) -> set[str]:
+    return set(VaultStore.at(vault).names(prefix))
 
 
-def locks_in(vault: Path) -> set[str]:
-    # A `.tmp-*` file is a lock write the kill interrupted: not a lock (the
-    # backend never lists it), and prune removes such debris once it is old.
-    return {name for name in files_under(vault / "locks") if not name.startswith(".tmp-")}
+def locks_in(vault: str) -> set[str]:
+    # A folder's `.tmp-*` file is a lock write the kill interrupted: not a lock
+    # (the backend never lists it), and prune removes such debris once it is old.
+    return {name for name in names(vault, "locks/") if not name.startswith("locks/.tmp-")}
 
 
 @dataclass(frozen=True)
@@ -63,22 +64,24 @@ class Dataset:
     root: Path
     source: Path
     digests: dict[str, str]
-    empty_vault: Path
+    empty_vault: str
     backup_seconds: float
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+def dataset(
+    storage: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Dataset:
     """About 80 MiB of random, log-like, and small files, and how long a backup takes."""
     root = tmp_path_factory.mktemp("kill")
     home = root / "home"
     home.mkdir()
     with pytest.MonkeyPatch.context() as env:
         env.setenv("HOME", str(home))  # as the autouse isolation does for each test
-        return _make_dataset(root)
+        return _make_dataset(root, shared_vault_base(storage, request, env, root))
 
 
-def _make_dataset(root: Path) -> Dataset:
+def _make_dataset(root: Path, vault_base: str) -> Dataset:
     rng = random.Random(4242)
     source = root / "data"
     for i in range(12):
@@ -87,27 +90,29 @@ def _make_dataset(root: Path) -> Dataset:
         text_file(source / "logs" / f"app{i}.log", rng, 8 * MIB)
     for i in range(150):
         random_file(source / "small" / f"d{i % 10}" / f"f{i}.dat", rng, rng.randrange(1, 32768))
-    empty = root / "empty-vault"
+    empty = f"{vault_base}/empty-vault"
     must("setup", "vault", "init", "--vault", empty, *FAST_KDF)
 
-    reference = root / "reference-vault"
-    shutil.copytree(empty, reference)
+    reference = f"{vault_base}/reference-vault"
+    copy_vault(empty, reference)
     started = time.monotonic()
     must("reference", "backup", "files", source, "--vault", reference, "--resource", "app")
     seconds = time.monotonic() - started
-    shutil.rmtree(reference)
+    remove_vault(reference)
     return Dataset(root, source, digests(source), empty, seconds)
 
 
+# Folder only: ten kill-and-verify rounds of 80 MiB take 40 s on the test S3 gateway.
+@folder_only
 def test_backup_killed_at_random_moments_leaves_vault_consistent(
-    dataset: Dataset, tmp_path: Path
+    dataset: Dataset, vault_base: str, tmp_path: Path
 ) -> None:
     rng = random.Random(1001)
     killed = stale_locks = 0
     for trial, delay in enumerate(spread(rng, BACKUP_TRIALS, dataset.backup_seconds)):
         what = f"trial {trial}, killed {delay:.2f}s into a {dataset.backup_seconds:.2f}s backup"
-        vault = tmp_path / "vault"
-        shutil.copytree(dataset.empty_vault, vault)
+        vault = f"{vault_base}/vault"
+        copy_vault(dataset.empty_vault, vault)
         proc = start_cli("backup", "files", dataset.source, "--vault", vault, "--resource", "app")
         time.sleep(delay)
         killed += kill(proc)
@@ -124,7 +129,7 @@ def test_backup_killed_at_random_moments_leaves_vault_consistent(
         must(what, "restore", backup.json()["point"], "--vault", vault, "--target", target)
         assert digests(restored_at(target, dataset.source)) == dataset.digests, what
         assert not locks_in(vault), f"{what}: a lock was left behind"
-        shutil.rmtree(vault)
+        remove_vault(vault)
         shutil.rmtree(target)
     # The trials must really interrupt backups, some while they hold their lock.
     assert killed >= BACKUP_TRIALS // 3, f"only {killed} of {BACKUP_TRIALS} backups were killed"
@@ -135,7 +140,7 @@ def test_backup_killed_at_random_moments_leaves_vault_consistent(
 class Forgotten:
     """A vault whose forgotten points leave prune packs to delete and to repack."""
 
-    vault: Path
+    vault: str
     sources: dict[str, Path]
     contents: dict[str, dict[str, str]]
     """Per remaining point id, the digests of its source when it was taken."""
@@ -145,13 +150,13 @@ class Forgotten:
 
 
 @pytest.fixture(scope="module")
-def forgotten(dataset: Dataset) -> Forgotten:
+def forgotten(storage: str, request: pytest.FixtureRequest, dataset: Dataset) -> Forgotten:
     with pytest.MonkeyPatch.context() as env:
         env.setenv("HOME", str(dataset.root / "home"))
-        return _forget_some(dataset)
+        return _forget_some(dataset, shared_vault_base(storage, request, env, dataset.root))
 
 
-def _forget_some(dataset: Dataset) -> Forgotten:
+def _forget_some(dataset: Dataset, vault_base: str) -> Forgotten:
     root = dataset.root / "prune"
     rng = random.Random(777)
     app = root / "app"
@@ -159,8 +164,8 @@ def _forget_some(dataset: Dataset) -> Forgotten:
     etc = root / "etc"
     for i in range(20):
         text_file(etc / f"conf{i}.ini", rng, rng.randrange(100, 20000))
-    vault = root / "vault"
-    shutil.copytree(dataset.empty_vault, vault)
+    vault = f"{vault_base}/prune-vault"
+    copy_vault(dataset.empty_vault, vault)
 
     def backup(resource: str, source: Path) -> str:
         done = must(
@@ -188,40 +193,40 @@ def _forget_some(dataset: Dataset) -> Forgotten:
     plan = must("setup", "prune", "--vault", vault, "--dry-run", "--json").json()
     assert plan["packs_deleted"] >= 1 and plan["packs_repacked"] >= 1, plan
 
-    reference = root / "reference-vault"
-    shutil.copytree(vault, reference)
+    reference = f"{vault_base}/reference-prune-vault"
+    copy_vault(vault, reference)
     started = time.monotonic()
     must("reference", "prune", "--vault", reference)
     seconds = time.monotonic() - started
-    pruned = files_under(vault / "packs") - files_under(reference / "packs")
-    shutil.rmtree(reference)
-    return Forgotten(vault, sources, contents, seconds, files_under(vault / "index"), pruned)
+    pruned = names(vault, "packs/") - names(reference, "packs/")
+    remove_vault(reference)
+    return Forgotten(vault, sources, contents, seconds, names(vault, "index/"), pruned)
 
 
 PHASES = ("writing new packs", "new index written", "deleting index files", "deleting packs")
 
 
-def phase_started(forgotten: Forgotten, vault: Path, phase: str) -> Callable[[], bool]:
+def phase_started(forgotten: Forgotten, vault: str, phase: str) -> Callable[[], bool]:
     """A sign, visible in the vault, that prune has reached ``phase``."""
-    packs, index = vault / "packs", vault / "index"
-    old_packs = files_under(forgotten.vault / "packs")
+    store = VaultStore.at(vault)
+    old_packs = names(forgotten.vault, "packs/")
 
-    def new_pack() -> bool:  # a temporary file counts: the pack is being written
-        return any(
-            p.is_file() and str(p.relative_to(packs)) not in old_packs for p in packs.rglob("*")
-        )
+    # In a folder a pack's temporary file counts: the pack is being written. An
+    # S3 upload shows nothing until it is complete.
+    def new_pack() -> bool:
+        return bool(set(store.names("packs/")) - old_packs)
 
     def new_index() -> bool:
         return any(
-            not name.startswith(".tmp-") and name not in forgotten.index_files
-            for name in os.listdir(index)
+            not name.startswith("index/.tmp-") and name not in forgotten.index_files
+            for name in store.names("index/")
         )
 
     def index_deleted() -> bool:
-        return any(not (index / name).exists() for name in forgotten.index_files)
+        return bool(forgotten.index_files - set(store.names("index/")))
 
     def pack_deleted() -> bool:
-        return any(not (packs / name).exists() for name in forgotten.pruned_packs)
+        return bool(forgotten.pruned_packs - set(store.names("packs/")))
 
     signs = dict(zip(PHASES, (new_pack, new_index, index_deleted, pack_deleted), strict=True))
     return signs[phase]
@@ -237,16 +242,18 @@ def kill_when(proc: subprocess.Popen[bytes], sign: Callable[[], bool]) -> bool:
     return kill(proc)
 
 
+# Folder only: ten kill-and-verify rounds take 50 s on the test S3 gateway.
+@folder_only
 def test_prune_killed_at_random_moments_leaves_vault_consistent(
-    dataset: Dataset, forgotten: Forgotten, tmp_path: Path
+    dataset: Dataset, forgotten: Forgotten, vault_base: str, tmp_path: Path
 ) -> None:
     rng = random.Random(2002)
     delays = spread(rng, PRUNE_RANDOM_TRIALS, forgotten.prune_seconds)
     trials: list[str | float] = [*delays, *PHASES]
     killed = 0
     for trial, moment in enumerate(trials):
-        vault = tmp_path / "vault"
-        shutil.copytree(forgotten.vault, vault)
+        vault = f"{vault_base}/vault"
+        copy_vault(forgotten.vault, vault)
         proc = start_cli("prune", "--vault", vault)
         if isinstance(moment, float):
             what = (
@@ -269,32 +276,34 @@ def test_prune_killed_at_random_moments_leaves_vault_consistent(
         must(what, "prune", "--vault", vault)
         check = run_cli("check", "--vault", vault, "--json")
         assert check.code == 0 and not check.json()["warnings"], f"{what}: {check.stdout}"
-        shutil.rmtree(vault)
+        remove_vault(vault)
     assert killed >= len(trials) // 3, f"only {killed} of {len(trials)} prunes were killed"
 
 
 def test_backup_killed_midway_is_resumed_by_the_next_without_sending_it_again(
-    tmp_path: Path,
+    vault: str, tmp_path: Path
 ) -> None:
     source = tmp_path / "data"
     rng = random.Random(13)
     for i in range(6):
         random_file(source / f"r{i}.bin", rng, 24 * 1024 * 1024)
-    vault = tmp_path / "vault"
-    assert run_cli("vault", "init", "--vault", vault, *FAST_KDF).code == 0
+    store = VaultStore.at(vault)
+
+    def indexed() -> list[str]:
+        # A folder's `.tmp-*` file is an index still being written: not yet an index.
+        return [name for name in store.names("index/") if not name.startswith("index/.tmp-")]
 
     started = time.monotonic()
     backup = start_cli("backup", "files", source, "--vault", vault, "--resource", "app")
-    index = vault / "index"
     # Backups index every 8 packs (~128 MiB here): wait for the first, then kill.
     while backup.poll() is None and time.monotonic() - started < 60:
-        if index.exists() and any(index.iterdir()):
+        if indexed():
             break
         time.sleep(0.01)
     backup.send_signal(signal.SIGKILL)
     backup.wait()
-    assert index.exists() and any(index.iterdir()), "the kill landed before any index"
-    assert not (vault / "points").exists() or not any((vault / "points").iterdir())
+    assert indexed(), "the kill landed before any index"
+    assert not store.names("points/")
 
     done = run_cli("backup", "files", source, "--vault", vault, "--resource", "app", "--json")
     assert done.code == 0, done.stderr

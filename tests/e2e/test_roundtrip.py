@@ -195,13 +195,13 @@ def without_tmp(snap: Snapshot) -> Snapshot:
     return Snapshot(entries, snap.link_groups)
 
 
-def back_up(source: Path, vault: Path) -> str:
+def back_up(source: Path, vault: str) -> str:
     args = ("--vault", vault, "--resource", "files", "--exclude", "*.tmp", "--json")
     point: str = ok("backup", "files", source, *args).json()["point"]
     return point
 
 
-def test_restored_tree_equals_original_in_bytes_and_metadata(tmp_path: Path, vault: Path) -> None:
+def test_restored_tree_equals_original_in_bytes_and_metadata(tmp_path: Path, vault: str) -> None:
     source = tmp_path / "src"
     build_tree(source)
     original = snapshot(os.fsencode(source))
@@ -233,7 +233,7 @@ def test_restored_tree_equals_original_in_bytes_and_metadata(tmp_path: Path, vau
 
 
 def test_include_restores_only_the_named_subtrees_and_their_folders(
-    tmp_path: Path, vault: Path
+    tmp_path: Path, vault: str
 ) -> None:
     source = tmp_path / "src"
     build_tree(source)
@@ -263,7 +263,7 @@ def test_include_restores_only_the_named_subtrees_and_their_folders(
         above = os.path.join(above, part)
 
 
-def test_deeply_nested_tree_backs_up_and_restores(tmp_path: Path, vault: Path) -> None:
+def test_deeply_nested_tree_backs_up_and_restores(tmp_path: Path, vault: str) -> None:
     # Backup and restore recurse two frames per folder, so 700 levels pass Python's
     # default recursion limit of 1000; the restored path stays under PATH_MAX (4096).
     source = tmp_path / "src"

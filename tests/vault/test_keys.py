@@ -75,17 +75,17 @@ def test_two_wrappers_of_one_secret_differ(master: MasterKey) -> None:
     assert first.name != second.name
 
 
-def keys(vault: Path, **kw: Any) -> list[dict[str, Any]]:
+def keys(vault: str, **kw: Any) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = ok("vault", "key", "list", "--vault", vault, "--json", **kw).json()
     return rows
 
 
-def current_key(vault: Path, **kw: Any) -> str:
+def current_key(vault: str, **kw: Any) -> str:
     (row,) = [r for r in keys(vault, **kw) if r["current"]]
     return str(row["id"])
 
 
-def test_rotating_the_password_keeps_old_points_restorable(tmp_path: Path, vault: Path) -> None:
+def test_rotating_the_password_keeps_old_points_restorable(tmp_path: Path, vault: str) -> None:
     source = tmp_path / "data"
     source.mkdir()
     rng = random.Random(11)
@@ -118,7 +118,7 @@ def test_rotating_the_password_keeps_old_points_restorable(tmp_path: Path, vault
     assert {p.name: p.read_bytes() for p in restored.iterdir()} == originals
 
 
-def test_removing_the_key_in_use_is_refused(vault: Path) -> None:
+def test_removing_the_key_in_use_is_refused(vault: str) -> None:
     only = current_key(vault)
 
     refused = run_cli("vault", "key", "remove", only[:12], "--vault", vault)
@@ -128,7 +128,7 @@ def test_removing_the_key_in_use_is_refused(vault: Path) -> None:
     assert [r["id"] for r in keys(vault)] == [only]
 
 
-def test_key_file_added_beside_a_password_opens_the_vault(tmp_path: Path, vault: Path) -> None:
+def test_key_file_added_beside_a_password_opens_the_vault(tmp_path: Path, vault: str) -> None:
     key_file = tmp_path / "vault.key"
     key_file.write_bytes(random.Random(5).randbytes(64))
 
