@@ -110,6 +110,8 @@ def plan_prune(vault: Vault, forgetting: Collection[str] = ()) -> PrunePlan:
     on_disk = {name.rsplit("/", 1)[-1]: size for name, size in vault.backend.list("packs")}
     plan.bytes_total = sum(on_disk.values())
     by_pack = vault.index.packs()
+    # What each candidate frees, in bytes and blobs to move.
+    gain: dict[str, tuple[int, int]] = {}
     for pack, blobs in sorted(by_pack.items()):
         size = on_disk.get(pack, 0)
         used = [(b, loc) for b, loc in blobs if b in plan.live]
@@ -118,19 +120,22 @@ def plan_prune(vault: Vault, forgetting: Collection[str] = ()) -> PrunePlan:
         used_bytes = overhead + sum(loc.length for _, loc in used)
         if not used:
             plan.delete.append(pack)
-            plan.bytes_freed += size
+            gain[pack] = (size, 0)
         elif size and used_bytes < REPACK_BELOW * size:
             plan.repack.append(pack)
-            plan.blobs_repacked += len(used)
-            plan.bytes_freed += size - used_bytes
+            gain[pack] = (size - used_bytes, len(used))
     plan.unindexed = sorted(set(on_disk) - set(by_pack))
-    plan.bytes_freed += sum(on_disk[p] for p in plan.unindexed)
+    gain.update((p, (on_disk[p], 0)) for p in plan.unindexed)
     if vault.backend.can_lock and vault.config.lock:
-        _keep_locked(vault, plan, on_disk)
+        _keep_locked(vault, plan)
+        plan.locked = {p: u for p, u in plan.locked.items() if p in on_disk}
+    for pack in plan.delete + plan.repack + plan.unindexed:
+        plan.bytes_freed += gain[pack][0]
+        plan.blobs_repacked += gain[pack][1]
     return plan
 
 
-def _keep_locked(vault: Vault, plan: PrunePlan, on_disk: dict[str, int]) -> None:
+def _keep_locked(vault: Vault, plan: PrunePlan) -> None:
     """Take out of the plan every pack storage would refuse to delete.
 
     With a governance bypass, locked packs that no point needs any more may
@@ -164,16 +169,6 @@ def _keep_locked(vault: Vault, plan: PrunePlan, on_disk: dict[str, int]) -> None
                 plan.locked[pack] = until
     for kept in (plan.delete, plan.repack, plan.unindexed):
         kept[:] = [p for p in kept if p not in plan.locked]
-    # Start again from what is left: a repacked pack frees less than its size.
-    plan.bytes_freed = sum(on_disk.get(p, 0) for p in plan.delete + plan.unindexed)
-    plan.blobs_repacked = 0
-    for pack in plan.repack:
-        blobs = vault.index.packs()[pack]
-        live = [loc for b, loc in blobs if b in plan.live]
-        plan.blobs_repacked += len(live)
-        overhead = ENVELOPE_OVERHEAD + TRAILER.size + RECORD.size * len(blobs)
-        plan.bytes_freed += on_disk.get(pack, 0) - overhead - sum(loc.length for loc in live)
-    plan.locked = {p: u for p, u in plan.locked.items() if p in on_disk}
 
 
 def run_prune(vault: Vault, plan: PrunePlan, progress: Progress | None = None) -> None:

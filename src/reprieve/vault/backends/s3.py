@@ -104,6 +104,7 @@ class S3Backend:
         self._pinned: dict[str, tuple[str, int]] = {}
         self._listed: set[str] = set()
         self._pin_lock = threading.Lock()
+        self._scan_lock = threading.Lock()
         try:
             session = boto3.Session(
                 profile_name=options.get("profile"), region_name=options.get("region")
@@ -308,9 +309,16 @@ class S3Backend:
             known = self._pinned.get(name)
             listed = top in self._listed
         if known is None and not listed:
-            self._scan_versions(top if "/" in name else name, exact=name if "/" not in name else "")
-            with self._pin_lock:
-                known = self._pinned.get(name)
+            # One scan per prefix, even when reader threads miss at once.
+            with self._scan_lock:
+                with self._pin_lock:
+                    known = self._pinned.get(name)
+                    listed = top in self._listed
+                if known is None and not listed:
+                    exact = "" if "/" in name else name
+                    self._scan_versions(top if "/" in name else name, exact=exact)
+                    with self._pin_lock:
+                        known = self._pinned.get(name)
         if known is None:
             raise NotFoundError(f"{name} is missing from the vault at {self.location}")
         return known[0]
