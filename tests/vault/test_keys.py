@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +142,21 @@ def test_key_file_added_beside_a_password_opens_the_vault(tmp_path: Path, vault:
     other.write_bytes(random.Random(6).randbytes(64))
     refused = run_cli("points", "list", "--vault", vault, "--key-file", other, password=None)
     assert refused.code == 4, refused.stderr
+
+
+def test_vaults_opened_at_once_in_threads_all_open(master: MasterKey) -> None:
+    # A scheduler opens several vaults at once; multi-lane Argon2 derivations
+    # running side by side in one process must not hang.
+    wrapper = wrap(master, Secret.passphrase("pw"), kdf_memory_kib=8192)
+    opened: list[MasterKey | None] = []
+
+    def open_one() -> None:
+        opened.append(unwrap(wrapper, Secret.passphrase("pw")))
+
+    threads = [threading.Thread(target=open_one, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert opened == [master] * 4

@@ -69,7 +69,7 @@ def build_pack(vault: Vault, blobs: list[Blob]) -> tuple[str, bytes, list[BlobEn
         if len(packed) < len(blob.data):
             flags, payload = Compression.ZSTD, packed
         envelope = vault.cipher.seal(payload, blob_aad(blob_id, blob.type, flags))
-        builder.add(blob_id, blob.type, flags, envelope, len(blob.data))
+        builder.add(blob_id, blob.type, flags, (envelope,), len(blob.data))
     name, data = builder.finish(vault.cipher)
     return name, data, builder.entries
 

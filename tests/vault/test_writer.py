@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from reprieve.errors import StorageError
+from reprieve.errors import DamageError, StorageError
 from reprieve.vault.backends.local import LocalBackend
+from reprieve.vault.index import Location
 from reprieve.vault.keys import Secret
 from reprieve.vault.packs import BlobType, Compression
 from reprieve.vault.repository import Vault
@@ -35,10 +36,14 @@ def log_text(rng: random.Random, size: int) -> bytes:
     return bytes(out[:size])
 
 
-def stored_flags(vault: Vault, blob_id: bytes) -> Compression:
+def located(vault: Vault, blob_id: bytes) -> Location:
     loc = vault.index.get(blob_id)
     assert loc is not None, f"blob {blob_id.hex()[:12]} is not in the index"
-    return Compression(loc.flags)
+    return loc
+
+
+def stored_flags(vault: Vault, blob_id: bytes) -> Compression:
+    return Compression(located(vault, blob_id).flags)
 
 
 def test_random_blobs_are_stored_raw_text_compressed_and_all_read_back(tmp_path: Path) -> None:
@@ -145,3 +150,50 @@ def test_the_same_data_is_stored_once(tmp_path: Path) -> None:
         assert later.flush() is None
     assert later.stats.blobs_new == 0
     assert len(list(vault.backend.list("packs"))) == len(list(vault.backend.list("index"))) == 1
+
+
+class CountingBackend(LocalBackend):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.ranges: list[tuple[str, int, int]] = []
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        self.ranges.append((name, offset, length))
+        return super().get_range(name, offset, length)
+
+
+def test_blobs_of_a_pack_are_read_in_runs_of_neighbours_and_damage_is_named(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(3)
+    backend = CountingBackend(tmp_path / "vault")
+    vault = new_vault(backend)
+    # Raw 600 KiB blobs: one pack, in the order they were added.
+    blobs = [rng.randbytes(600 * KiB) for _ in range(8)]
+    with BlobWriter(vault) as writer:
+        ids = [writer.add(b, compress=False) for b in blobs]
+        writer.flush()
+    (pack,) = {located(vault, i).pack for i in ids}
+    assert {Compression(located(vault, i).flags) for i in ids} == {Compression.NONE}
+    by_offset = sorted(ids, key=lambda i: located(vault, i).offset)
+
+    # Neighbours (and a gap under 1 MiB) come in one request; a blob far away in another.
+    wanted = [by_offset[5], by_offset[0], by_offset[1], by_offset[7]]
+    backend.ranges.clear()
+    got = {bid: plain for bid, plain, _ in vault.read_pack_blobs(pack, wanted)}
+
+    assert got == {bid: blobs[ids.index(bid)] for bid in wanted}
+    assert len(backend.ranges) == 2
+    assert sum(length for _, _, length in backend.ranges) < 6 * 600 * KiB
+
+    # One flipped byte fails authentication; a missing pack is named.
+    victim = located(vault, by_offset[1])
+    path = tmp_path / "vault" / "packs" / pack[:2] / pack
+    data = bytearray(path.read_bytes())
+    data[victim.offset + 100] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(DamageError, match="authentication"):
+        list(vault.read_pack_blobs(pack, [by_offset[1]]))
+    path.unlink()
+    with pytest.raises(DamageError, match="missing"):
+        list(vault.read_pack_blobs(pack, [by_offset[0]]))

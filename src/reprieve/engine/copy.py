@@ -1,7 +1,7 @@
 """Copy recovery points into another vault (another region, other keys).
 
 Each vault has its own keys, so nothing is copied as stored bytes: every
-blob is read and verified in the source, re-identified with the
+blob is read and authenticated in the source, re-identified with the
 destination's id key, and stored (encrypted; compressed as it was) only if
 the destination lacks it. Trees are rewritten with the new ids, read back
 from the destination (decrypted and re-hashed) with every blob they name
@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -31,15 +31,15 @@ from reprieve.vault.locks import LockKind, VaultLock
 from reprieve.vault.packs import BlobType
 from reprieve.vault.points import Point
 from reprieve.vault.repository import Vault
-from reprieve.vault.tree import NodeType, decode_tree, encode_tree
+from reprieve.vault.tree import decode_tree, encode_tree
 from reprieve.vault.writer import BlobWriter
 
 # Index each pack as soon as it is stored: a rerun re-sends at most the packs
 # that were stored but not yet indexed when the copy died (one per writer).
 INDEX_EVERY_PACKS = 1
-# Blobs in flight between the reader pool and the writer, at most.
-READ_WINDOW = 8
-# Source packs are read whole, once: one request per pack instead of per blob.
+# Source packs read at once; each holds at most one pack's bytes.
+PACK_READERS = 3
+# Whole packs of listings kept in each vault: listings are read one by one.
 COPY_PACK_CACHE = 4
 
 
@@ -76,50 +76,94 @@ def _lag(missing: Sequence[Point], now: datetime) -> float | None:
 
 
 class _Copier:
+    """Carries points' data into the target, one source pack at a time.
+
+    A point's listings are read first; the data blobs they name are then
+    grouped by the source pack that holds them and each pack is fetched
+    once (in runs of nearby blobs), whatever order the files were backed up
+    in. Listings are rewritten with the new ids last, subfolders first.
+    """
+
     def __init__(self, src: Vault, writer: BlobWriter, progress: Progress) -> None:
         self.src = src
         self.writer = writer
         self.progress = progress
+        # Source id -> target id, for data blobs and for listings.
         self.blobs: dict[bytes, bytes] = {}
         self.trees: dict[bytes, bytes] = {}
         self.bytes_read = 0
         self._lock = threading.Lock()
-        # Decrypting, decompressing and verifying release the GIL: two
-        # readers keep both cores busy while the writer's pool re-encrypts.
-        self.readers = ThreadPoolExecutor(2, thread_name_prefix="copy-read")
+        # Fetching, decrypting, decompressing and verifying release the GIL:
+        # the readers keep the cores busy while the writer's pool re-encrypts.
+        self.readers = ThreadPoolExecutor(PACK_READERS, thread_name_prefix="copy-read")
 
-    def _carry(self, blob_id: bytes) -> bytes:
-        """Read, verify, and store one blob; runs in the reader pool."""
-        data, packed = self.src.read_blob_stored(blob_id)
-        self.progress.advance(len(data))
-        with self._lock:
-            self.bytes_read += len(data)
-        # Already compressed in the source: stored so again, not recompressed.
-        return self.writer.add(data, packed=packed)
+    def point_tree(self, root: bytes) -> bytes:
+        """The target id of source listing ``root``, everything under it carried."""
+        listings, order = self._listings(root)
+        self._carry(listings)
+        for tree_id in order:
+            nodes = decode_tree(listings[tree_id], f"tree {tree_id.hex()[:12]}")
+            for node in nodes:
+                if node.subtree is not None:
+                    node.subtree = self.trees[node.subtree]
+                node.content = [self.blobs[b] for b in node.content]
+            self.trees[tree_id] = self.writer.add(encode_tree(nodes), BlobType.TREE)
+        return self.trees[root]
 
-    def blobs_of(self, wanted: list[bytes]) -> None:
-        """Carry every blob in ``wanted`` not yet carried, a bounded window at a time."""
-        todo = [b for b in dict.fromkeys(wanted) if b not in self.blobs]
-        for start in range(0, len(todo), READ_WINDOW):
-            window = todo[start : start + READ_WINDOW]
-            for blob_id, new in zip(window, self.readers.map(self._carry, window), strict=True):
-                self.blobs[blob_id] = new
+    def _listings(self, root: bytes) -> tuple[dict[bytes, bytes], list[bytes]]:
+        """Plaintext of every listing not yet carried, and an order that has
+        each listing after all of its subfolders'."""
+        listings: dict[bytes, bytes] = {}
+        order: list[bytes] = []
+        stack: list[tuple[bytes, bool]] = [(root, False)]
+        while stack:
+            tree_id, finished = stack.pop()
+            if finished:
+                order.append(tree_id)
+                continue
+            if tree_id in listings or tree_id in self.trees:
+                continue
+            raw = listings[tree_id] = self.src.read_blob(tree_id)
+            stack.append((tree_id, True))
+            nodes = decode_tree(raw, f"tree {tree_id.hex()[:12]}")
+            stack.extend((n.subtree, False) for n in nodes if n.subtree is not None)
+        return listings, order
 
-    def tree(self, tree_id: bytes) -> bytes:
-        known = self.trees.get(tree_id)
-        if known is not None:
-            return known
-        # Decoded afresh (not read_tree's shared cache): the nodes are rewritten.
-        nodes = decode_tree(self.src.read_blob(tree_id), f"tree {tree_id.hex()[:12]}")
-        for node in nodes:
-            if node.type is NodeType.DIR and node.subtree is not None:
-                node.subtree = self.tree(node.subtree)
-        self.blobs_of([b for node in nodes for b in node.content])
-        for node in nodes:
-            node.content = [self.blobs[b] for b in node.content]
-        new = self.writer.add(encode_tree(nodes), BlobType.TREE)
-        self.trees[tree_id] = new
-        return new
+    def _carry(self, listings: dict[bytes, bytes]) -> None:
+        wanted = {
+            b: None
+            for raw in listings.values()
+            for node in decode_tree(raw, "tree")
+            for b in node.content
+            if b not in self.blobs
+        }
+        by_pack: dict[str, list[bytes]] = {}
+        for blob_id in wanted:
+            loc = self.src.index.get(blob_id)
+            if loc is None:
+                raise DamageError(f"blob {blob_id.hex()[:12]} is missing from the index")
+            by_pack.setdefault(loc.pack, []).append(blob_id)
+        futures = [self.readers.submit(self._carry_pack, p, ids) for p, ids in by_pack.items()]
+        try:
+            for future in futures:
+                self.blobs.update(future.result())
+        finally:
+            for future in futures:
+                future.cancel()
+            wait(futures)
+
+    def _carry_pack(self, pack: str, blob_ids: list[bytes]) -> dict[bytes, bytes]:
+        """Read, verify, and store the wanted blobs of one pack; runs in the reader pool."""
+        carried: dict[bytes, bytes] = {}
+        # Authenticated by AES-GCM for its id; not hashed again under the
+        # source's key, since the target hashes the plaintext under its own.
+        for blob_id, plain, packed in self.src.read_pack_blobs(pack, blob_ids, rehash=False):
+            self.progress.advance(len(plain))
+            with self._lock:
+                self.bytes_read += len(plain)
+            # Stored as the source stored it: compressed form kept, raw not retried.
+            carried[blob_id] = self.writer.add(plain, packed=packed, compress=False)
+        return carried
 
 
 def copy_points(
@@ -162,6 +206,7 @@ def copy_points(
         result.lag_before_s = _lag(missing, datetime.now(UTC))
         progress.start("copy", sum(int(p.stats.get("bytes", 0)) for p in missing))
         src.cache_packs(COPY_PACK_CACHE)
+        dst.cache_packs(COPY_PACK_CACHE)
         # Deduplicating against an index that names lost packs would make new
         # points depend on data the target no longer has.
         lost = dst.missing_packs()
@@ -221,7 +266,7 @@ def _copy_one(
 ) -> None:
     """Copy one point: its data, then (index written) the point itself."""
     try:
-        tree = copier.tree(point.tree)
+        tree = copier.point_tree(point.tree)
     except DamageError as exc:
         # One damaged point must not hold back every later one.
         result.damaged.append((point.id, str(exc)))

@@ -75,8 +75,14 @@ class Cipher:
         return blake3.blake3(plaintext, key=self._id_key).digest()
 
     def seal(self, plaintext: bytes | memoryview, aad: bytes) -> bytes:
+        nonce, sealed = self.seal_parts(plaintext, aad)
+        return nonce + sealed
+
+    def seal_parts(self, plaintext: bytes | memoryview, aad: bytes) -> tuple[bytes, bytes]:
+        """The envelope as (nonce, ciphertext and tag), for writers that
+        concatenate anyway and need not copy every blob twice."""
         nonce = os.urandom(NONCE_LEN)
-        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+        return nonce, self._aead.encrypt(nonce, plaintext, aad)
 
     def open(self, envelope: bytes | memoryview, aad: bytes, what: str) -> bytes:
         if len(envelope) < ENVELOPE_OVERHEAD:

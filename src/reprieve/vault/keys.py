@@ -19,6 +19,7 @@ import base64
 import json
 import secrets
 import socket
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,7 @@ KEY_AAD = b"reprieve key"
 DEFAULT_KDF_MEMORY_KIB = 64 * 1024
 DEFAULT_KDF_ITERATIONS = 3
 DEFAULT_KDF_LANES = 4
+_ARGON2_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -104,13 +106,17 @@ def _derive(secret: Secret, kdf: dict[str, Any]) -> bytes:
 def _derive_unchecked(secret: Secret, kdf: dict[str, Any]) -> bytes:
     salt = base64.b64decode(kdf["salt"])
     if kdf["name"] == "argon2id":
-        return Argon2id(
+        argon = Argon2id(
             salt=salt,
             length=32,
             iterations=int(kdf["iterations"]),
             lanes=int(kdf["lanes"]),
             memory_cost=int(kdf["memory_kib"]),
-        ).derive(secret.value)
+        )
+        # Two multi-lane Argon2 derivations running at once in one process
+        # never finish (OpenSSL's, as cryptography 50 uses it): one at a time.
+        with _ARGON2_LOCK:
+            return argon.derive(secret.value)
     if kdf["name"] == "hkdf-sha256":
         return HKDF(hashes.SHA256(), 32, salt, b"reprieve key file").derive(secret.value)
     raise DamageError(f"unknown key derivation {kdf['name']!r}")

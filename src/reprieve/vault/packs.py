@@ -65,10 +65,14 @@ class PackBuilder:
         self.entries: list[BlobEntry] = []
         self.size = 0
 
-    def add(self, blob_id: bytes, blob_type: int, flags: int, envelope: bytes, raw: int) -> None:
-        self.entries.append(BlobEntry(blob_id, blob_type, flags, self.size, len(envelope), raw))
-        self.parts.append(envelope)
-        self.size += len(envelope)
+    def add(
+        self, blob_id: bytes, blob_type: int, flags: int, envelope: tuple[bytes, ...], raw: int
+    ) -> None:
+        """Append one envelope, given in parts that are stored one after another."""
+        length = sum(map(len, envelope))
+        self.entries.append(BlobEntry(blob_id, blob_type, flags, self.size, length, raw))
+        self.parts.extend(envelope)
+        self.size += length
 
     def __len__(self) -> int:
         return len(self.entries)

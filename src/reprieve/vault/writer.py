@@ -169,13 +169,15 @@ class BlobWriter:
         data: bytes | memoryview,
         blob_type: BlobType = BlobType.DATA,
         packed: bytes | None = None,
+        compress: bool = True,
     ) -> bytes:
         """Store a blob unless the vault already has it; returns its id.
 
         Hashing runs in the caller's thread. Small blobs are compressed and
         sealed there too (a hand-off costs more than the work); larger ones
         go to the store pool. ``packed``, when given, is ``data`` already
-        zstd-compressed (by a copy's source vault) and is stored as it is.
+        zstd-compressed (by a copy's source vault) and is stored as it is;
+        ``compress=False`` stores ``data`` raw without trying.
         """
         self._check()
         blob_id = self.cipher.blob_id(data)
@@ -185,10 +187,10 @@ class BlobWriter:
             self._pending.add(blob_id)
         size = len(data)
         if size < INLINE_STORE:
-            self._store(blob_id, blob_type, data, packed)
+            self._store(blob_id, blob_type, data, packed, compress)
             return blob_id
         self.budget.acquire(size)
-        future = self.pool.submit(self._store, blob_id, blob_type, data, packed)
+        future = self.pool.submit(self._store, blob_id, blob_type, data, packed, compress)
         with self._lock:
             self._futures.add(future)
         future.add_done_callback(self._done(size))
@@ -228,6 +230,7 @@ class BlobWriter:
         blob_type: BlobType,
         data: bytes | memoryview,
         packed: bytes | None = None,
+        compress: bool = True,
     ) -> None:
         if self._error is not None:
             return
@@ -236,11 +239,11 @@ class BlobWriter:
         payload: bytes | memoryview = data
         if packed is not None:
             payload, flags = packed, Compression.ZSTD
-        elif raw >= 64 and self._worth_compressing(data):
+        elif compress and raw >= 64 and self._worth_compressing(data):
             packed = self._compressor().compress(data)
             if len(packed) < raw * (1 - MIN_SAVING):
                 payload, flags = packed, Compression.ZSTD
-        envelope = self.cipher.seal(payload, blob_aad(blob_id, blob_type, flags))
+        envelope = self.cipher.seal_parts(payload, blob_aad(blob_id, blob_type, flags))
         full: PackBuilder | None = None
         with self._lock:
             pack = self._open.setdefault(blob_type, PackBuilder())
