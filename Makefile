@@ -25,6 +25,7 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
+	bash scripts/install-test-tools.sh
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

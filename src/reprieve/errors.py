@@ -6,6 +6,8 @@ The tree::
     ├── StorageError                  exit 1  backend I/O failed (permission, network)
     │   └── DiskFullError             exit 1  no space left on the vault's device
     ├── UsageError                    exit 2  bad arguments or configuration
+    │   ├── PolicyError                       a policy file's problems, one line each
+    │   └── CronError                         a schedule that cannot be parsed
     ├── DamageError                   exit 3  damaged or tampered vault objects
     │   └── DamageFound               exit 3  `check` found damage (carries the report)
     ├── WrongKeyError                 exit 4  wrong password or key file

@@ -30,6 +30,15 @@ def vault_option(func: F) -> F:
     )(func)
 
 
+def catalog_option(func: F) -> F:
+    return click.option(
+        "--catalog-url",
+        envvar="REPRIEVE_CATALOG_URL",
+        metavar="URL",
+        help="Catalog database (default: SQLite under REPRIEVE_HOME, ~/.reprieve).",
+    )(func)
+
+
 def json_option(func: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print one JSON document and nothing else."

@@ -17,7 +17,18 @@ from types import FrameType
 import click
 
 from reprieve import __version__
-from reprieve.cli import backup, check, copy, forget, lifecycle, points, restore, vault
+from reprieve.cli import (
+    audit,
+    backup,
+    check,
+    copy,
+    forget,
+    lifecycle,
+    points,
+    policy,
+    restore,
+    vault,
+)
 from reprieve.errors import ReprieveError
 
 
@@ -37,6 +48,8 @@ cli.add_command(check.check)
 cli.add_command(forget.forget)
 cli.add_command(forget.prune)
 cli.add_command(lifecycle.lifecycle)
+cli.add_command(policy.policy)
+cli.add_command(audit.audit)
 
 
 def _limit_malloc_arenas() -> None:
@@ -62,7 +75,9 @@ def _debug(debug: bool) -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"reprieve: {message}", err=True)
+    # An error that lists several problems (a policy file) prints one line each.
+    for line in message.splitlines() or [""]:
+        click.echo(f"reprieve: {line}", err=True)
     sys.exit(code)
 
 
