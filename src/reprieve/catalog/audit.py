@@ -12,9 +12,10 @@ import hashlib
 import json
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +26,7 @@ from reprieve.catalog.models import AuditEvent
 from reprieve.errors import StorageError
 
 GENESIS = "0" * 64
+T = TypeVar("T")
 APPEND_ATTEMPTS = 5
 
 
@@ -62,9 +64,10 @@ def event_hash(
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _append_once(
+def append(
     session: Session, action: str, subject: str, details: dict[str, Any], who: str
 ) -> AuditEvent:
+    """Chain one event onto the newest, inside the caller's transaction."""
     last = session.scalars(
         select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1).with_for_update()
     ).first()
@@ -86,19 +89,34 @@ def _append_once(
     return event
 
 
-def record(
-    catalog: Catalog, action: str, subject: str, details: dict[str, Any] | None = None
-) -> AuditEvent:
-    """Append one event in its own transaction; racing writers retry."""
-    who = actor()
+def in_transaction(catalog: Catalog, work: Callable[[Session], T]) -> T:
+    """Run ``work`` in one transaction, again when a racing writer took the
+    same audit sequence number first (the change and its event land together)."""
     for attempt in range(APPEND_ATTEMPTS):
         try:
             with catalog.session() as session:
-                return _append_once(session, action, subject, details or {}, who)
+                return work(session)
         except StorageError as exc:
             if not isinstance(exc.__cause__, IntegrityError) or attempt + 1 == APPEND_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
+
+
+def record(
+    catalog: Catalog, action: str, subject: str, details: dict[str, Any] | None = None
+) -> AuditEvent:
+    """Append one event in its own transaction."""
+    who = actor()
+    return in_transaction(catalog, lambda s: append(s, action, subject, details or {}, who))
+
+
+def newest(catalog: Catalog, limit: int | None = None) -> list[AuditEvent]:
+    """The newest ``limit`` events (all when None), oldest first."""
+    query = select(AuditEvent).order_by(AuditEvent.seq.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    with catalog.session() as session:
+        return list(reversed(session.scalars(query).all()))
 
 
 @dataclass(frozen=True)

@@ -87,10 +87,21 @@ class Catalog:
     def close(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def open_catalog(explicit: str | None = None) -> Catalog:
+    """The catalog, migrated; use it as a context manager to release it."""
     catalog = Catalog(catalog_url(explicit))
-    catalog.migrate()
+    try:
+        catalog.migrate()
+    except BaseException:
+        catalog.close()
+        raise
     return catalog
 
 

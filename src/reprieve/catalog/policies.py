@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from reprieve.catalog import audit
 from reprieve.catalog.db import Catalog
@@ -74,31 +75,32 @@ class Applied:
     unchanged: bool
 
 
-def current(catalog: Catalog) -> PolicyVersion | None:
-    with catalog.session() as session:
-        return session.scalars(
-            select(PolicyVersion).order_by(PolicyVersion.id.desc()).limit(1)
-        ).first()
+def _newest(session: Session) -> PolicyVersion | None:
+    return session.scalars(select(PolicyVersion).order_by(PolicyVersion.id.desc()).limit(1)).first()
 
 
-def current_policy(catalog: Catalog) -> Policy | None:
+def current(catalog: Catalog) -> tuple[PolicyVersion, Policy] | None:
     """The policy in force, parsed again from the text that was applied."""
-    row = current(catalog)
-    return parse_policy(row.text, f"catalog policy version {row.id}") if row else None
+    with catalog.session() as session:
+        row = _newest(session)
+    return (row, parse_policy(row.text, f"catalog policy version {row.id}")) if row else None
 
 
 def apply(catalog: Catalog, policy: Policy, text: str, source: str) -> Applied:
-    """Store ``policy`` as the one in force unless it is already; audited."""
+    """Store ``policy`` as the one in force unless it is already; the new
+    version and its audit event are one transaction."""
     new = document(policy)
     digest = hashlib.sha256(text.encode()).hexdigest()
-    before = current(catalog)
-    changes = diff(before.document if before else None, new)
-    if before is not None and before.digest == digest:
-        return Applied(before.id, changes, unchanged=True)
-    with catalog.session() as session:
+    who = audit.actor()
+
+    def store(session: Session) -> Applied:
+        before = _newest(session)
+        changes = diff(before.document if before else None, new)
+        if before is not None and before.digest == digest:
+            return Applied(before.id, changes, unchanged=True)
         row = PolicyVersion(
             applied_at=datetime.now(UTC),
-            applied_by=audit.actor(),
+            applied_by=who,
             digest=digest,
             source=source[:1000],
             text=text,
@@ -106,11 +108,8 @@ def apply(catalog: Catalog, policy: Policy, text: str, source: str) -> Applied:
         )
         session.add(row)
         session.flush()
-        version = row.id
-    audit.record(
-        catalog,
-        "policy.apply",
-        f"policy version {version}",
-        {"digest": digest, "source": source, **changes.to_json()},
-    )
-    return Applied(version, changes, unchanged=False)
+        details = {"digest": digest, "source": source, **changes.to_json()}
+        audit.append(session, "policy.apply", f"policy version {row.id}", details, who)
+        return Applied(row.id, changes, unchanged=False)
+
+    return audit.in_transaction(catalog, store)

@@ -1,6 +1,7 @@
 """`reprieve audit`: the audit trail, and proof that nobody edited it.
 
-SQLAlchemy is imported inside the commands, so other commands start without it.
+The catalog (SQLAlchemy) is imported inside the commands, so other commands
+start without it.
 """
 
 from __future__ import annotations
@@ -22,20 +23,11 @@ def audit() -> None:
 @json_option
 def list_events(limit: int | None, catalog_url: str | None, as_json: bool) -> None:
     """Events oldest first."""
-    from sqlalchemy import select
-
+    from reprieve.catalog import audit as trail
     from reprieve.catalog.db import as_utc, open_catalog
-    from reprieve.catalog.models import AuditEvent
 
-    catalog = open_catalog(catalog_url)
-    try:
-        with catalog.session() as session:
-            query = select(AuditEvent).order_by(AuditEvent.seq.desc())
-            if limit is not None:
-                query = query.limit(limit)
-            events = list(reversed(session.scalars(query).all()))
-    finally:
-        catalog.close()
+    with open_catalog(catalog_url) as catalog:
+        events = trail.newest(catalog, limit)
     rows = [
         {
             "seq": e.seq,
@@ -64,12 +56,8 @@ def verify(catalog_url: str | None, as_json: bool) -> None:
     from reprieve.catalog import audit as trail
     from reprieve.catalog.db import open_catalog
 
-    catalog = open_catalog(catalog_url)
-    try:
-        with catalog.session() as session:
-            count, problems = trail.verify(session)
-    finally:
-        catalog.close()
+    with open_catalog(catalog_url) as catalog, catalog.session() as session:
+        count, problems = trail.verify(session)
     if problems:
         if as_json:
             emit(True, {"events": count, "problems": [str(p) for p in problems]}, lambda: None)

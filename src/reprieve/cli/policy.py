@@ -7,7 +7,7 @@ other command starts without reading them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -60,11 +60,8 @@ def apply(path: Path, catalog_url: str | None, as_json: bool) -> None:
     from reprieve.policy.loader import load_policy
 
     loaded = load_policy(path)
-    catalog = open_catalog(catalog_url)
-    try:
+    with open_catalog(catalog_url) as catalog:
         applied = policies.apply(catalog, loaded.policy, loaded.text, str(path))
-    finally:
-        catalog.close()
 
     def human() -> None:
         if applied.unchanged:
@@ -94,15 +91,25 @@ def show(catalog_url: str | None, as_json: bool) -> None:
     from reprieve.catalog.db import as_utc, open_catalog
     from reprieve.policy.model import show_duration
 
-    catalog = open_catalog(catalog_url)
-    try:
-        row = policies.current(catalog)
-        if row is None:
-            raise NotFoundError("no policy has been applied; run `reprieve policy apply FILE`")
-        current = policies.current_policy(catalog)
-    finally:
-        catalog.close()
-    assert current is not None
+    with open_catalog(catalog_url) as catalog:
+        found = policies.current(catalog)
+    if found is None:
+        raise NotFoundError("no policy has been applied; run `reprieve policy apply FILE`")
+    row, current = found
+    resources: list[dict[str, Any]] = []
+    for name, res in current.resources.items():
+        tier = current.tier_of(res)
+        resources.append(
+            {
+                "resource": name,
+                "kind": res.kind.value,
+                "tenant": res.tenant,
+                "tier": tier,
+                "rpo_target_s": current.tiers[tier].rpo.total_seconds(),
+                "rto_target_s": current.tiers[tier].rto.total_seconds(),
+                "plans": current.plans_for(name),
+            }
+        )
 
     def human() -> None:
         click.echo(f"policy version {row.id}, applied {row.applied_at:%Y-%m-%d %H:%M} UTC")
@@ -112,12 +119,10 @@ def show(catalog_url: str | None, as_json: bool) -> None:
                 f"tier {name}: RTO {show_duration(spec.rto)}, RPO {show_duration(spec.rpo)}, "
                 f"{spec.architecture.value}, drills {spec.drills.value}"
             )
-        for name, res in current.resources.items():
-            tier = current.tier_of(res)
-            plans = ", ".join(current.plans_for(name))
+        for r in resources:
             click.echo(
-                f"resource {name}: {res.kind.value}, tenant {res.tenant}, tier {tier}, "
-                f"plans {plans}"
+                f"resource {r['resource']}: {r['kind']}, tenant {r['tenant']}, "
+                f"tier {r['tier']}, plans {', '.join(r['plans'])}"
             )
 
     emit(
@@ -128,17 +133,7 @@ def show(catalog_url: str | None, as_json: bool) -> None:
             "applied_by": row.applied_by,
             "source": row.source,
             "policy": row.document,
-            "resources": [
-                {
-                    "resource": name,
-                    "tenant": res.tenant,
-                    "tier": current.tier_of(res),
-                    "rpo_target_s": current.tiers[current.tier_of(res)].rpo.total_seconds(),
-                    "rto_target_s": current.tiers[current.tier_of(res)].rto.total_seconds(),
-                    "plans": current.plans_for(name),
-                }
-                for name, res in current.resources.items()
-            ],
+            "resources": resources,
         },
         human,
     )

@@ -99,8 +99,8 @@ class _Copier:
 
     def point_tree(self, root: bytes) -> bytes:
         """The target id of source listing ``root``, everything under it carried."""
-        listings, order = self._listings(root)
-        self._carry(listings)
+        listings, order, wanted = self._listings(root)
+        self._carry(wanted)
         for tree_id in order:
             nodes = decode_tree(listings[tree_id], f"tree {tree_id.hex()[:12]}")
             for node in nodes:
@@ -110,11 +110,13 @@ class _Copier:
             self.trees[tree_id] = self.writer.add(encode_tree(nodes), BlobType.TREE)
         return self.trees[root]
 
-    def _listings(self, root: bytes) -> tuple[dict[bytes, bytes], list[bytes]]:
-        """Plaintext of every listing not yet carried, and an order that has
-        each listing after all of its subfolders'."""
+    def _listings(self, root: bytes) -> tuple[dict[bytes, bytes], list[bytes], list[bytes]]:
+        """Plaintext of every listing not yet carried, an order that has each
+        listing after all of its subfolders', and the data blobs they name
+        that are not yet carried."""
         listings: dict[bytes, bytes] = {}
         order: list[bytes] = []
+        wanted: dict[bytes, None] = {}
         stack: list[tuple[bytes, bool]] = [(root, False)]
         while stack:
             tree_id, finished = stack.pop()
@@ -127,22 +129,14 @@ class _Copier:
             stack.append((tree_id, True))
             nodes = decode_tree(raw, f"tree {tree_id.hex()[:12]}")
             stack.extend((n.subtree, False) for n in nodes if n.subtree is not None)
-        return listings, order
+            wanted.update((b, None) for n in nodes for b in n.content if b not in self.blobs)
+        return listings, order, list(wanted)
 
-    def _carry(self, listings: dict[bytes, bytes]) -> None:
-        wanted = {
-            b: None
-            for raw in listings.values()
-            for node in decode_tree(raw, "tree")
-            for b in node.content
-            if b not in self.blobs
-        }
+    def _carry(self, wanted: list[bytes]) -> None:
+        """Carry ``wanted`` data blobs, each source pack read by one reader."""
         by_pack: dict[str, list[bytes]] = {}
         for blob_id in wanted:
-            loc = self.src.index.get(blob_id)
-            if loc is None:
-                raise DamageError(f"blob {blob_id.hex()[:12]} is missing from the index")
-            by_pack.setdefault(loc.pack, []).append(blob_id)
+            by_pack.setdefault(self.src.locate(blob_id).pack, []).append(blob_id)
         futures = [self.readers.submit(self._carry_pack, p, ids) for p, ids in by_pack.items()]
         try:
             for future in futures:

@@ -14,10 +14,12 @@ key at fault, so a policy is fixed before it is applied rather than at
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Union
 
@@ -25,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from reprieve.errors import UsageError
+from reprieve.policy.cron import Cron
 from reprieve.policy.model import Policy, Rule, show_duration
 
 Loc = tuple[str | int, ...]
@@ -158,6 +161,13 @@ def _meaning(policy: Policy) -> Iterator[tuple[Loc, str]]:
         yield from _promises(policy, name, plans)
 
 
+@functools.cache
+def _longest_gap(schedule: str) -> timedelta:
+    # Tens of milliseconds each (a walk over the calendar's 400-year cycle):
+    # worked out once per schedule, not once per resource the rule covers.
+    return Cron.parse(schedule).longest_gap()
+
+
 def _promises(policy: Policy, name: str, plans: list[str]) -> Iterator[tuple[Loc, str]]:
     """Schedules that cannot meet the resource's RPO; retention under its floor."""
     res = policy.resources[name]
@@ -168,7 +178,7 @@ def _promises(policy: Policy, name: str, plans: list[str]) -> Iterator[tuple[Loc
         for p in plans
         for i, rule in enumerate(policy.plans[p].rules)
     ]
-    gaps = [(at, rule, rule.cron.longest_gap()) for at, rule in rules if rule.cron is not None]
+    gaps = [(at, rule, _longest_gap(rule.schedule)) for at, rule in rules if rule.schedule]
     if not any(rule.continuous for _, rule in rules) and all(gap > rpo for _, _, gap in gaps):
         at, rule, gap = min(gaps, key=lambda g: g[2])
         yield (

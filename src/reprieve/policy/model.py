@@ -183,10 +183,6 @@ class Rule(Strict):
             raise ValueError("start_window must not be longer than completion_window")
         return self
 
-    @property
-    def cron(self) -> Cron | None:
-        return Cron.parse(self.schedule) if self.schedule is not None else None
-
 
 class PlanSpec(Strict):
     # Tags a resource must all carry to be selected: tenant, tier,

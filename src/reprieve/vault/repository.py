@@ -399,14 +399,7 @@ class Vault:
 
     def read_blob_stored(self, blob_id: bytes) -> tuple[bytes, bytes | None]:
         """The verified plaintext, and its compressed form when stored so."""
-        loc = self.index.get(blob_id)
-        if loc is None:
-            if self.index.damaged:
-                raise DamageError(
-                    f"blob {blob_id.hex()[:12]} is not in any readable index "
-                    "(`reprieve vault rebuild-index` may recover it)"
-                )
-            raise DamageError(f"blob {blob_id.hex()[:12]} is missing from the index")
+        loc = self.locate(blob_id)
         data: bytes | memoryview
         try:
             if self._packs is not None:
@@ -426,7 +419,7 @@ class Vault:
         more than ``SPAN_GAP`` apart, so reading most of a pack costs about
         one request and reading a few of it costs no more than their bytes.
         """
-        located = sorted(((self._locate(b), b) for b in blob_ids), key=lambda lb: lb[0].offset)
+        located = sorted(((self.locate(b), b) for b in blob_ids), key=lambda lb: lb[0].offset)
         start = 0
         while start < len(located):
             end = start + 1
@@ -456,9 +449,15 @@ class Vault:
                 yield blob_id, plain, packed
             start = end
 
-    def _locate(self, blob_id: bytes) -> Location:
+    def locate(self, blob_id: bytes) -> Location:
+        """Where the index says a blob is; a blob it lacks is damage."""
         loc = self.index.get(blob_id)
         if loc is None:
+            if self.index.damaged:
+                raise DamageError(
+                    f"blob {blob_id.hex()[:12]} is not in any readable index "
+                    "(`reprieve vault rebuild-index` may recover it)"
+                )
             raise DamageError(f"blob {blob_id.hex()[:12]} is missing from the index")
         return loc
 
