@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg import Postgres, start_postgres
 from seaweed import Seaweed, start_seaweed
 
 PASSWORD = "correct horse battery staple"
@@ -69,6 +70,14 @@ def ok(*args: str | Path, **kw: Any) -> Result:
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
     """One real SeaweedFS S3 gateway for the whole run."""
     server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """One real PostgreSQL server for the whole run; each test makes its own database."""
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
     yield server
     server.stop()
 

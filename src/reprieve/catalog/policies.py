@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from reprieve.catalog import audit
-from reprieve.catalog.db import Catalog
+from reprieve.catalog.db import Catalog, as_utc
 from reprieve.catalog.models import PolicyVersion
 from reprieve.policy.loader import parse_policy
 from reprieve.policy.model import Policy
@@ -79,6 +79,17 @@ def _newest(session: Session) -> PolicyVersion | None:
     return session.scalars(select(PolicyVersion).order_by(PolicyVersion.id.desc()).limit(1)).first()
 
 
+def newest_version(catalog: Catalog) -> tuple[int, datetime] | None:
+    """(id, applied at) of the policy in force, without parsing it."""
+    with catalog.session() as session:
+        found = session.execute(
+            select(PolicyVersion.id, PolicyVersion.applied_at)
+            .order_by(PolicyVersion.id.desc())
+            .limit(1)
+        ).first()
+    return (found[0], as_utc(found[1])) if found else None
+
+
 def current(catalog: Catalog) -> tuple[PolicyVersion, Policy] | None:
     """The policy in force, parsed again from the text that was applied."""
     with catalog.session() as session:
@@ -86,7 +97,9 @@ def current(catalog: Catalog) -> tuple[PolicyVersion, Policy] | None:
     return (row, parse_policy(row.text, f"catalog policy version {row.id}")) if row else None
 
 
-def apply(catalog: Catalog, policy: Policy, text: str, source: str) -> Applied:
+def apply(
+    catalog: Catalog, policy: Policy, text: str, source: str, at: datetime | None = None
+) -> Applied:
     """Store ``policy`` as the one in force unless it is already; the new
     version and its audit event are one transaction."""
     new = document(policy)
@@ -99,7 +112,7 @@ def apply(catalog: Catalog, policy: Policy, text: str, source: str) -> Applied:
         if before is not None and before.digest == digest:
             return Applied(before.id, changes, unchanged=True)
         row = PolicyVersion(
-            applied_at=datetime.now(UTC),
+            applied_at=at or datetime.now(UTC),
             applied_by=who,
             digest=digest,
             source=source[:1000],

@@ -10,6 +10,7 @@ from reprieve.cli.common import (
     human_bytes,
     json_option,
     progress_for,
+    record_action,
     with_vault,
 )
 from reprieve.engine.backup import backup_files
@@ -68,6 +69,18 @@ def files(
     finally:
         progress.finish()
     doc = result.summary()
+    record_action(
+        [vault],
+        "backup",
+        resource,
+        {
+            "point": result.point.id,
+            "location": vault.backend.location,
+            "bytes_added": doc["bytes_added"],
+            "files": result.stats.files,
+        },
+        made=[(vault, result.point)],
+    )
 
     def human() -> None:
         click.echo(

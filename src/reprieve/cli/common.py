@@ -6,7 +6,7 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +14,7 @@ import click
 
 from reprieve.errors import UsageError
 from reprieve.vault.keys import Secret
+from reprieve.vault.points import Point
 from reprieve.vault.repository import Vault, backend_for
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -109,6 +110,23 @@ def with_vault(func: Callable[..., None]) -> Callable[..., None]:
         func(*args, vault=open_vault(vault_location, password_file, key_file), **kwargs)
 
     return vault_option(secret_options(command))
+
+
+def record_action(
+    vaults: Sequence[Vault],
+    action: str,
+    subject: str,
+    details: dict[str, Any],
+    made: Sequence[tuple[Vault, Point]] = (),
+    forgot: Sequence[tuple[Vault, Sequence[str]]] = (),
+) -> None:
+    """Put the action in the audit trail (catalog and vaults); warn, never fail,
+    when the catalog cannot take it: the action itself is already done."""
+    from reprieve.catalog.trail import note_from_cli
+
+    warning = note_from_cli(vaults, action, subject, details, made, forgot)
+    if warning is not None:
+        click.echo(f"reprieve: warning: {warning}", err=True)
 
 
 def emit(as_json: bool, document: Any, human: Callable[[], None]) -> None:

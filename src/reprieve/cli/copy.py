@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from reprieve.cli.common import emit, human_bytes, json_option, progress_for, read_secret
+from reprieve.cli.common import (
+    emit,
+    human_bytes,
+    json_option,
+    progress_for,
+    read_secret,
+    record_action,
+)
 from reprieve.engine.copy import copy_points
 from reprieve.errors import DamageError
 from reprieve.policy.retention import parse_duration
@@ -67,6 +74,20 @@ def copy(
         progress_for(as_json, "copy"),
         parse_duration(retain) if retain else None,
     )
+    if result.copied:
+        copies = [copy_id for _, copy_id in result.copied]
+        record_action(
+            [src, dst],
+            "copy",
+            resource or "points",
+            {
+                "from": src.backend.location,
+                "to": dst.backend.location,
+                "copied": copies,
+                "count": len(copies),
+            },
+            made=[(dst, dst.load_point(copy_id)) for copy_id in copies],
+        )
     if result.damaged:
         emit(as_json, result.to_json(), lambda: None)
         first, problem = result.damaged[0]

@@ -14,6 +14,7 @@ from reprieve.cli.common import (
     human_bytes,
     json_option,
     progress_for,
+    record_action,
     with_vault,
 )
 from reprieve.errors import NotFoundError, RefusedError, UsageError
@@ -96,6 +97,7 @@ def forget(
     Points still retained on a locked vault, or on legal hold, are never
     forgotten: the rules keep them, and naming one exits 7.
     """
+
     rules = RetentionRules(
         last=keep_last,
         hourly=keep_hourly,
@@ -121,11 +123,20 @@ def forget(
                 vault, resource, rules, held, now, bypass_governance, dry_run
             )
         doc: dict[str, Any] = {"dry_run": dry_run, "resources": results}
+        removed = [p for r in results for p in r["remove"]]
         if bypass_governance and not dry_run:
-            _audit_bypass(vault, "forget", {"points": [p for r in results for p in r["remove"]]})
+            _audit_bypass(vault, "forget", {"points": removed})
+        if removed and not dry_run:
+            record_action(
+                [vault],
+                "forget",
+                resource or "points",
+                {"removed": removed, "dry_run": False, "bypass_governance": bypass_governance},
+                forgot=[(vault, removed)],
+            )
         if and_prune:
             # A dry run has forgotten nothing yet: plan as if it had.
-            forgotten = {p for r in results for p in r["remove"]} if dry_run else set()
+            forgotten = set(removed) if dry_run else set()
             doc["prune"] = _prune(vault, dry_run, as_json, forgotten)
 
     def human() -> None:

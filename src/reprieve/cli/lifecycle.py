@@ -8,10 +8,58 @@ from pathlib import Path
 
 import click
 
-from reprieve.cli.common import emit, json_option, progress_for, read_secret, with_vault
-from reprieve.engine.lifecycle import LifecycleRules, plan_lifecycle, run_lifecycle
+from reprieve.cli.common import (
+    emit,
+    json_option,
+    progress_for,
+    read_secret,
+    record_action,
+    with_vault,
+)
+from reprieve.engine.lifecycle import (
+    LifecyclePlan,
+    LifecycleRules,
+    plan_lifecycle,
+    run_lifecycle,
+)
 from reprieve.policy.retention import parse_duration
 from reprieve.vault.repository import Vault, backend_for
+
+
+def _forgotten(plan: LifecyclePlan) -> dict[str, list[str]]:
+    """The points a finished run forgot, by vault role: those moved to the cold
+    vault and those expired, less any a hold or retention kept."""
+    kept = {(role, point.id) for role, point, _ in plan.kept}
+    hot = [p.id for p in plan.move if p.id in plan.moved and ("hot", p.id) not in kept]
+    gone = {"hot": hot, "cold": []}
+    for role, point in plan.delete:
+        if (role, point.id) not in kept:
+            gone[role].append(point.id)
+    return gone
+
+
+def _note(vault: Vault, cold: Vault | None, plan: LifecyclePlan, resource: str | None) -> None:
+    """Record a finished run that changed something (see catalog.trail)."""
+    forgot = _forgotten(plan)
+    if not plan.moved and not any(forgot.values()):
+        return
+    roles = [("hot", vault)] + ([("cold", cold)] if cold is not None else [])
+    details = {
+        "location": vault.backend.location,
+        "cold_location": cold.backend.location if cold is not None else None,
+        "moved": len(plan.moved),
+        "forgotten": {role: len(ids) for role, ids in forgot.items()},
+        "kept": len(plan.kept),
+    }
+    made = [(cold, cold.load_point(c)) for c in plan.moved.values()] if cold is not None else []
+    record_action(
+        [v for _, v in roles],
+        "lifecycle",
+        resource or "points",
+        details,
+        made=made,
+        forgot=[(v, forgot[role]) for role, v in roles],
+    )
 
 
 @click.group()
@@ -65,6 +113,7 @@ def run(
     plan = plan_lifecycle(vault, cold, rules, datetime.now(UTC), resource)
     if not dry_run:
         run_lifecycle(vault, cold, plan, progress_for(as_json, "lifecycle"), prune=not no_prune)
+        _note(vault, cold, plan, resource)
     doc = plan.to_json(dry_run)
 
     def human() -> None:

@@ -20,6 +20,7 @@ from reprieve import __version__
 from reprieve.cli import (
     audit,
     backup,
+    catalog,
     check,
     copy,
     forget,
@@ -27,6 +28,7 @@ from reprieve.cli import (
     points,
     policy,
     restore,
+    service,
     vault,
 )
 from reprieve.errors import ReprieveError
@@ -50,6 +52,11 @@ cli.add_command(forget.prune)
 cli.add_command(lifecycle.lifecycle)
 cli.add_command(policy.policy)
 cli.add_command(audit.audit)
+cli.add_command(service.run)
+cli.add_command(service.server)
+cli.add_command(service.status)
+cli.add_command(service.jobs)
+cli.add_command(catalog.catalog_group)
 
 
 def _limit_malloc_arenas() -> None:

@@ -13,6 +13,7 @@ from reprieve.cli.common import (
     emit,
     human_bytes,
     json_option,
+    record_action,
     with_vault,
 )
 from reprieve.vault.immutability import holds, place_hold, release_hold
@@ -116,6 +117,7 @@ def hold(vault: Vault, point_id: str, as_json: bool, reason: str) -> None:
     with VaultLock(vault.backend, LockKind.SHARED, "hold"):
         point = vault.find_point(point_id)
         placed = place_hold(vault, point, reason)
+    record_action([vault], "hold", point.id, {"reason": placed.reason})
     doc = {"point": point.id, "reason": placed.reason, "time": placed.time, "by": placed.by}
     emit(as_json, doc, lambda: click.echo(f"legal hold on {point.short_id}: {reason}"))
 
@@ -129,5 +131,6 @@ def release(vault: Vault, point_id: str, as_json: bool) -> None:
     with VaultLock(vault.backend, LockKind.SHARED, "release"):
         point = vault.find_point(point_id)
         released = release_hold(vault, point)
+    record_action([vault], "release", point.id, {"reason": released.reason})
     doc = {"point": point.id, "released": True, "reason": released.reason}
     emit(as_json, doc, lambda: click.echo(f"released legal hold on {point.short_id}"))

@@ -11,6 +11,7 @@ from reprieve.cli.common import (
     human_bytes,
     json_option,
     progress_for,
+    record_action,
     with_vault,
 )
 from reprieve.engine.restore import restore_files
@@ -49,6 +50,7 @@ def restore(
         "dirs": stats.dirs,
         "bytes": stats.bytes,
     }
+    record_action([vault], "restore", point.resource, {"point": point.id, "target": doc["target"]})
     emit(
         as_json,
         doc,

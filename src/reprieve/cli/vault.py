@@ -15,6 +15,7 @@ from reprieve.cli.common import (
     human_bytes,
     json_option,
     read_secret,
+    record_action,
     secret_options,
     vault_option,
     with_vault,
@@ -166,6 +167,7 @@ def key_add(
     """Add a password or key file; data is not rewritten."""
     secret = read_secret(new_password_file, new_key_file, "REPRIEVE_NEW_PASSWORD", "new password")
     name = vault.add_key(secret, kdf_memory_kib)
+    record_action([vault], "key.add", name, {"location": vault.backend.location})
     emit(
         as_json, {"added": name, "kind": secret.kind}, lambda: click.echo(f"added key {name[:12]}")
     )
@@ -215,6 +217,7 @@ def key_remove(
 ) -> None:
     """Remove a key (not the one used to open the vault)."""
     name = vault.remove_key(key_id)
+    record_action([vault], "key.remove", name, {"location": vault.backend.location})
     emit(as_json, {"removed": name}, lambda: click.echo(f"removed key {name[:12]}"))
 
 

@@ -1,0 +1,250 @@
+"""The executor the service runs jobs with: it opens the policy's vaults and
+backs up, copies, and applies retention and lifecycle.
+
+Each vault's key is derived once per process (Argon2 is slow on purpose)
+and reused; every job gets its own vault object and storage client, so jobs
+on other threads share nothing mutable. Every job records what it made and
+forgot in the catalog and appends its audit event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from reprieve.catalog import trail
+from reprieve.catalog.db import Catalog
+from reprieve.engine.backup import backup_files
+from reprieve.engine.copy import copy_points
+from reprieve.engine.lifecycle import LifecycleRules, plan_lifecycle, run_lifecycle
+from reprieve.errors import UsageError
+from reprieve.policy.model import FOREVER, Policy, ResourceKind, Rule, VaultSpec
+from reprieve.scheduler.plan import (
+    BACKUP,
+    COPY,
+    RETENTION,
+    RULE_TAG,
+    expired,
+    find_rule,
+    keep_for,
+    resources_of,
+    rule_tag,
+)
+from reprieve.scheduler.queue import JobView
+from reprieve.scheduler.runner import JobCancelled
+from reprieve.vault.immutability import blocker, holds
+from reprieve.vault.keys import Secret
+from reprieve.vault.locks import LockKind, VaultLock
+from reprieve.vault.prune import plan_prune, run_prune
+from reprieve.vault.repository import Vault, VaultConfig, backend_for
+
+log = logging.getLogger("reprieve.scheduler")
+
+
+def secret_for(name: str, spec: VaultSpec) -> Secret:
+    """The vault's secret, from where the policy says (never from the file itself)."""
+    try:
+        if spec.key_file:
+            return Secret.keyfile(Path(spec.key_file).read_bytes())
+        if spec.password_file:
+            return Secret.passphrase(Path(spec.password_file).read_text().rstrip("\r\n"))
+    except OSError as exc:
+        raise UsageError(f"vault {name}: cannot read its secret: {exc.strerror}") from exc
+    env = spec.password_env or "REPRIEVE_PASSWORD"
+    password = os.environ.get(env)
+    if password is None:
+        raise UsageError(f"vault {name}: set {env} to its password")
+    return Secret.passphrase(password)
+
+
+class VaultKeys:
+    """Opens the policy's vaults by name, deriving each key once."""
+
+    def __init__(self) -> None:
+        self._opened: dict[tuple[str, str], tuple[VaultConfig, Any, str]] = {}
+        self._lock = threading.Lock()
+
+    def open(self, policy: Policy, name: str) -> Vault:
+        spec = policy.vaults[name]
+        backend = backend_for(spec.url)
+        with self._lock:
+            known = self._opened.get((name, spec.url))
+            if known is None:
+                vault = Vault.open(backend, secret_for(name, spec))
+                self._opened[(name, spec.url)] = (vault.config, vault.master, vault.key_name)
+                return vault
+        config, master, key_name = known
+        return Vault(backend, config, master, key_name)
+
+
+class StopCheck:
+    """Progress that stops the job when the scheduler asks."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.bytes = 0
+
+    def start(self, label: str, total_bytes: int | None = None) -> None:
+        self._check()
+
+    def advance(self, nbytes: int = 0, files: int = 0) -> None:
+        self.bytes += nbytes
+        self._check()
+
+    def finish(self) -> None:
+        return None
+
+    def _check(self) -> None:
+        if self.stop.is_set():
+            raise JobCancelled("stopped")
+
+
+def lock_span(vault: Vault, keep: timedelta) -> timedelta | None:
+    """How long a locked vault locks a rule's point: its retention, inside the bounds."""
+    config = vault.config
+    if not config.lock:
+        return None
+    span = max(keep, timedelta(seconds=config.min_retention_s))
+    if config.max_retention_s and (
+        keep == FOREVER or span.total_seconds() > config.max_retention_s
+    ):
+        span = timedelta(seconds=config.max_retention_s)
+    return None if span == FOREVER else span
+
+
+class VaultExecutor:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.keys = VaultKeys()
+
+    def __call__(self, job: JobView, policy: Policy, stop: threading.Event) -> dict[str, Any]:
+        rule = find_rule(policy, job.plan, job.rule)
+        if job.kind == BACKUP:
+            return self.backup(job, policy, rule, stop)
+        if job.kind == COPY:
+            return self.copy(job, policy, rule, stop)
+        if job.kind == RETENTION:
+            return self.retention(job, policy, rule, stop)
+        raise UsageError(f"unknown job kind {job.kind!r}")
+
+    def backup(
+        self, job: JobView, policy: Policy, rule: Rule, stop: threading.Event
+    ) -> dict[str, Any]:
+        assert job.resource is not None
+        spec = policy.resources[job.resource]
+        if spec.kind != ResourceKind.FILES:
+            raise UsageError(
+                f"resource {job.resource}: scheduled {spec.kind} backups are not available yet"
+            )
+        vault = self.keys.open(policy, job.vault)
+        tags = {RULE_TAG: rule_tag(job.plan, job.rule), "tenant": spec.tenant, "job": str(job.id)}
+        result = backup_files(
+            vault,
+            spec.paths,
+            job.resource,
+            tags,
+            progress=StopCheck(stop),
+            retain=lock_span(vault, rule.retention),
+        )
+        doc = result.summary()
+        self._note([vault], "backup", job, {"point": result.point.id}, made=[(vault, result.point)])
+        if result.stats.errors:
+            doc["warning"] = f"{len(result.stats.errors)} item(s) could not be read"
+        return doc
+
+    def copy(
+        self, job: JobView, policy: Policy, rule: Rule, stop: threading.Event
+    ) -> dict[str, Any]:
+        assert job.resource is not None and job.target is not None
+        src = self.keys.open(policy, job.vault)
+        dst = self.keys.open(policy, job.target)
+        keep = keep_for(rule, job.target)
+        now = datetime.now(UTC)
+        # Everything of the resource the target should still hold and lacks,
+        # not only the newest: a copy that failed before is caught up here.
+        wanted = [p.id for p in src.points(job.resource) if keep == FOREVER or now - p.time <= keep]
+        if not wanted:
+            return {"copied": [], "skipped": 0}
+        result = copy_points(
+            src, dst, point_ids=wanted, progress=StopCheck(stop), retain=lock_span(dst, keep)
+        )
+        if result.damaged:
+            raise UsageError(f"{len(result.damaged)} point(s) damaged: {result.damaged[0][1]}")
+        made = [(dst, dst.load_point(copy_id)) for _, copy_id in result.copied]
+        if made:
+            details = {"from": job.vault, "to": job.target, "copied": len(made)}
+            self._note([dst], "copy", job, details, made=made)
+        return result.to_json()
+
+    def retention(
+        self, job: JobView, policy: Policy, rule: Rule, stop: threading.Event
+    ) -> dict[str, Any]:
+        vault = self.keys.open(policy, job.vault)
+        keep = keep_for(rule, job.vault)
+        tag = rule_tag(job.plan, job.rule)
+        doc: dict[str, Any] = {"forgotten": [], "kept": []}
+        if rule.lifecycle is not None and job.vault == rule.vault:
+            doc["lifecycle"] = self._lifecycle(policy, job, rule, vault, stop)
+        now = datetime.now(UTC)
+        forgot: list[str] = []
+        with VaultLock(vault.backend, LockKind.EXCLUSIVE, "retention"):
+            held = holds(vault, strict=True)
+            mine = [p for p in vault.points() if p.tags.get(RULE_TAG) == tag]
+            for resource in sorted({p.resource for p in mine}):
+                group = {p.id: p for p in mine if p.resource == resource}
+                for point_id in expired({i: p.time for i, p in group.items()}, keep, now):
+                    why = blocker(vault, group[point_id], held, now, bypass=False)
+                    if why is not None:
+                        doc["kept"].append({"point": point_id, "reason": why})
+                        continue
+                    vault.forget_point(point_id)
+                    forgot.append(point_id)
+            if forgot:
+                if stop.is_set():
+                    raise JobCancelled("stopped")
+                vault.reload_index()
+                pruning = plan_prune(vault)
+                run_prune(vault, pruning)
+                doc["prune"] = pruning.to_json()
+        doc["forgotten"] = forgot
+        if forgot:
+            details = {"vault": job.vault, "forgotten": forgot}
+            self._note([vault], "forget", job, details, forgot=[(vault, forgot)])
+        return doc
+
+    def _lifecycle(
+        self, policy: Policy, job: JobView, rule: Rule, hot: Vault, stop: threading.Event
+    ) -> dict[str, Any]:
+        assert rule.lifecycle is not None
+        spec = rule.lifecycle
+        cold = self.keys.open(policy, spec.cold_vault) if spec.cold_vault else None
+        rules = LifecycleRules(cold_after=spec.cold_after, delete_after=spec.delete_after)
+        now = datetime.now(UTC)
+        docs: dict[str, Any] = {}
+        for resource in resources_of(policy, job.plan):
+            plan = plan_lifecycle(hot, cold, rules, now, resource)
+            if plan.move or plan.delete:
+                run_lifecycle(hot, cold, plan, StopCheck(stop))
+                docs[resource] = plan.to_json(dry_run=False)
+        return docs
+
+    def _note(
+        self,
+        vaults: list[Vault],
+        action: str,
+        job: JobView,
+        details: dict[str, Any],
+        made: list[tuple[Vault, Any]] | None = None,
+        forgot: list[tuple[Vault, list[str]]] | None = None,
+    ) -> None:
+        details = {"job": job.id, "rule": f"{job.plan}/{job.rule}", **details}
+        subject = job.resource or job.vault
+        warning = trail.note(
+            self.catalog, vaults, action, subject, details, made or (), forgot or ()
+        )
+        if warning is not None:
+            log.warning("job %s: %s", job.id, warning)
