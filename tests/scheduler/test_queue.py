@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ def test_the_per_vault_limit_holds_back_the_third_backup(catalog: Catalog) -> No
     assert sorted(j.resource or "" for j in first) == ["a", "b"]
     assert second == []  # both slots on the vault are taken, whoever asks
     with catalog.session() as session:
-        queue.finish(session, first[0].id, NOW, None, {"ok": True})
+        queue.finish(session, first[0], NOW, None, {"ok": True})
     with catalog.session() as session:
         third = queue.claim(session, "s2", NOW, 10, Limits(per_vault=2))
     assert [j.resource for j in third] == ["c"]
@@ -80,7 +81,7 @@ def test_a_failure_is_retried_with_backoff_then_recorded_failed(catalog: Catalog
     due(catalog)
     with catalog.session() as session:
         (job,) = queue.claim(session, "s1", NOW, 1, WIDE)
-        ended = queue.finish(session, job.id, NOW, None, error="vault down", retry=True)
+        ended = queue.finish(session, job, NOW, None, error="vault down", retry=True)
     assert (ended.state, ended.attempts) == ("pending", 1)
     with catalog.session() as session:
         early = queue.claim(session, "s1", NOW + timedelta(seconds=29), 3, WIDE)
@@ -89,24 +90,24 @@ def test_a_failure_is_retried_with_backoff_then_recorded_failed(catalog: Catalog
     with catalog.session() as session:
         again = [j for j in queue.claim(session, "s1", at, 3, WIDE) if j.id == job.id]
         assert again and again[0].attempts == 2
-        ended = queue.finish(session, job.id, at, None, error="vault down", retry=True)
+        ended = queue.finish(session, again[0], at, None, error="vault down", retry=True)
     at += timedelta(seconds=60)
     with catalog.session() as session:
         again = [j for j in queue.claim(session, "s1", at, 3, WIDE) if j.id == job.id]
-        ended = queue.finish(session, job.id, at, None, error="vault down", retry=True)
+        ended = queue.finish(session, again[0], at, None, error="vault down", retry=True)
     assert (ended.state, ended.attempts, ended.error) == ("failed", 3, "vault down")
 
 
 def test_a_job_that_cannot_start_in_its_window_is_missed(catalog: Catalog) -> None:
     due(catalog)
     with catalog.session() as session:
-        queue.expire(session, NOW + timedelta(minutes=4))
+        queue.expire(session, NOW + timedelta(minutes=4), "s1")
         states = {j.resource: j.state for j in queue.listing(session)}
     assert states == {"a": "missed", "b": "missed", "c": "missed"}
 
 
 def test_cancel_stops_a_running_job_through_its_heartbeat(catalog: Catalog) -> None:
-    policy = due(catalog)
+    due(catalog)
     started = threading.Event()
 
     def slow(job: JobView, policy: Policy, stop: threading.Event) -> dict[str, Any]:
@@ -126,7 +127,34 @@ def test_cancel_stops_a_running_job_through_its_heartbeat(catalog: Catalog) -> N
     scheduler.heartbeat()
     worker.join(10)
     assert ended and ended[0].state == "cancelled"
-    assert policy.resources[job.resource or ""].tenant == "acme"
+    assert ended[0].error == queue.CANCELLED_BY_REQUEST
+
+
+def test_a_stale_job_is_taken_back_from_its_dead_server_but_never_by_itself(
+    catalog: Catalog,
+) -> None:
+    due(catalog)
+    with catalog.session() as session:
+        (job,) = queue.claim(session, "dead", NOW, 1, WIDE)
+    later = NOW + queue.STALE_AFTER + timedelta(seconds=1)
+    with catalog.session() as session:
+        queue.expire(session, later, "dead")  # a server never takes back its own
+        assert queue.get(session, job.id).state == "running"
+    with catalog.session() as session:
+        queue.expire(session, later, "alive")
+        assert queue.get(session, job.id).state == "pending"
+    with catalog.session() as session:
+        taken = [j for j in queue.claim(session, "alive", later, 3, WIDE) if j.id == job.id]
+    assert taken and (taken[0].claimed_by, taken[0].attempts) == ("alive", 2)
+    # The first server comes back: its heartbeat tells it to stop, and it
+    # cannot record an end for a run that is no longer its own.
+    with catalog.session() as session:
+        assert queue.beat(session, [job.id], later, "dead") == {job.id: queue.TAKEN_BACK}
+    with catalog.session() as session, pytest.raises(queue.LostJob):
+        queue.finish(session, job, later, None, {"point": "x"})
+    with catalog.session() as session:
+        ended = queue.finish(session, taken[0], later, None, {"point": "y"})
+    assert (ended.state, ended.result) == ("succeeded", {"point": "y"})
 
 
 def test_run_once_backs_up_what_is_due_and_status_reports_it(tmp_path: Path) -> None:
@@ -150,8 +178,12 @@ def test_run_once_backs_up_what_is_due_and_status_reports_it(tmp_path: Path) -> 
     assert refused.code == 2 and "--once" in refused.stderr
     # Nothing is due until the next five-minute mark (unless one just passed).
     ran = ok("run", "--once", "--json").json()
-    # As if the policy had been applied just before the last five-minute mark.
+    # As if the policy had been applied just before the last five-minute mark
+    # (not so close to the next that it passes before the run).
     now = datetime.now(UTC)
+    if (now.minute % 5) * 60 + now.second > 270:
+        time.sleep(301 - (now.minute % 5) * 60 - now.second)
+        now = datetime.now(UTC)
     mark = now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
     with open_catalog() as opened, opened.session() as session:
         session.execute(update(PolicyVersion).values(applied_at=mark - timedelta(seconds=30)))

@@ -21,7 +21,7 @@ from reprieve.catalog.db import Catalog
 from reprieve.engine.backup import backup_files
 from reprieve.engine.copy import copy_points
 from reprieve.engine.lifecycle import LifecycleRules, plan_lifecycle, run_lifecycle
-from reprieve.errors import UsageError
+from reprieve.errors import DamageError, UsageError
 from reprieve.policy.model import FOREVER, Policy, ResourceKind, Rule, VaultSpec
 from reprieve.scheduler.plan import (
     BACKUP,
@@ -69,7 +69,9 @@ class VaultKeys:
         self._lock = threading.Lock()
 
     def open(self, policy: Policy, name: str) -> Vault:
-        spec = policy.vaults[name]
+        spec = policy.vaults.get(name)
+        if spec is None:
+            raise UsageError(f"vault {name} is no longer in the policy in force")
         backend = backend_for(spec.url)
         with self._lock:
             known = self._opened.get((name, spec.url))
@@ -172,12 +174,16 @@ class VaultExecutor:
         result = copy_points(
             src, dst, point_ids=wanted, progress=StopCheck(stop), retain=lock_span(dst, keep)
         )
-        if result.damaged:
-            raise UsageError(f"{len(result.damaged)} point(s) damaged: {result.damaged[0][1]}")
+        # What landed is recorded even when a damaged point stopped the rest.
         made = [(dst, dst.load_point(copy_id)) for _, copy_id in result.copied]
         if made:
             details = {"from": job.vault, "to": job.target, "copied": len(made)}
             self._note([dst], "copy", job, details, made=made)
+        if result.damaged:
+            raise DamageError(
+                f"{len(result.damaged)} point(s) of {job.resource} are damaged in "
+                f"{job.vault} and were not copied: {result.damaged[0][1]}"
+            )
         return result.to_json()
 
     def retention(
@@ -203,17 +209,17 @@ class VaultExecutor:
                         continue
                     vault.forget_point(point_id)
                     forgot.append(point_id)
+            doc["forgotten"] = forgot
             if forgot:
-                if stop.is_set():
-                    raise JobCancelled("stopped")
-                vault.reload_index()
-                pruning = plan_prune(vault)
-                run_prune(vault, pruning)
-                doc["prune"] = pruning.to_json()
-        doc["forgotten"] = forgot
-        if forgot:
-            details = {"vault": job.vault, "forgotten": forgot}
-            self._note([vault], "forget", job, details, forgot=[(vault, forgot)])
+                details = {"vault": job.vault, "forgotten": forgot}
+                self._note([vault], "forget", job, details, forgot=[(vault, forgot)])
+                # Stopped: the points are forgotten and recorded; the next
+                # run's prune frees their data.
+                if not stop.is_set():
+                    vault.reload_index()
+                    pruning = plan_prune(vault)
+                    run_prune(vault, pruning)
+                    doc["prune"] = pruning.to_json()
         return doc
 
     def _lifecycle(
@@ -230,6 +236,15 @@ class VaultExecutor:
             if plan.move or plan.delete:
                 run_lifecycle(hot, cold, plan, StopCheck(stop))
                 docs[resource] = plan.to_json(dry_run=False)
+                details = {
+                    "resource": resource,
+                    "moved": len(plan.moved),
+                    "deleted": len(plan.delete),
+                    "kept": len(plan.kept),
+                }
+                touched = [hot] + ([cold] if cold is not None else [])
+                made = [(cold, cold.load_point(c)) for c in plan.moved.values()] if cold else []
+                self._note(touched, "lifecycle", job, details, made=made)
         return docs
 
     def _note(

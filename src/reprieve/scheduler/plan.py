@@ -13,8 +13,9 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from reprieve.errors import UsageError
 from reprieve.policy.cron import Cron
-from reprieve.policy.model import FOREVER, CopyAction, Policy, Rule
+from reprieve.policy.model import FOREVER, Policy, Rule
 
 BACKUP = "backup"
 COPY = "copy"
@@ -85,10 +86,10 @@ def rule_tag(plan: str, rule: str) -> str:
 
 
 def find_rule(policy: Policy, plan: str, rule: str) -> Rule:
-    for candidate in policy.plans[plan].rules:
+    for candidate in policy.plans[plan].rules if plan in policy.plans else ():
         if candidate.name == rule:
             return candidate
-    raise KeyError(f"{plan}/{rule}")
+    raise UsageError(f"rule {plan}/{rule} is no longer in the policy in force")
 
 
 def series(policy: Policy) -> list[Series]:
@@ -143,8 +144,10 @@ def keep_for(rule: Rule, vault: str) -> timedelta:
     """How long a rule's points are kept in ``vault`` (its own, or a copy's)."""
     if vault == rule.vault:
         return rule.retention
-    copy: CopyAction = next(c for c in rule.copies if c.vault == vault)
-    return copy.retention
+    for copy in rule.copies:
+        if copy.vault == vault:
+            return copy.retention
+    raise UsageError(f"rule {rule.name} no longer copies to vault {vault}")
 
 
 def expired(times: dict[str, datetime], keep: timedelta, now: datetime) -> list[str]:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from reprieve.catalog.db import as_utc
 from reprieve.catalog.models import Job
-from reprieve.errors import NotFoundError, UsageError
+from reprieve.errors import NotFoundError, StorageError, UsageError
 from reprieve.policy.model import Policy
 from reprieve.scheduler.plan import BACKUP, COPY, RETENTION, Series, Slot, find_rule, series
 
@@ -39,6 +39,14 @@ BACKOFF = timedelta(seconds=30)  # doubled after each failed attempt
 STALE_AFTER = timedelta(minutes=2)
 # How far back a server that was down looks for runs it must record.
 LOOKBACK = timedelta(days=7)
+# Pending jobs looked at per claim, oldest first: enough that jobs blocked
+# by a limit (copies to a DR region that is down) do not hide the others.
+CANDIDATES = 500
+CLAIM_LOCK = 0x7265_7072  # "repr": the advisory lock claims serialise on
+
+
+class LostJob(StorageError):
+    """A job this server ran was taken back by another before it ended."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +214,7 @@ def enqueue_due(session: Session, policy: Policy, since: datetime, now: datetime
     return len(rows)
 
 
-def expire(session: Session, now: datetime) -> None:
+def expire(session: Session, now: datetime, worker: str) -> None:
     """Record as missed what can no longer start, and as failed what ran out of time."""
     session.execute(
         update(Job)
@@ -221,7 +229,11 @@ def expire(session: Session, now: datetime) -> None:
     # Jobs whose server went away: back to the queue while time is left.
     stale = session.scalars(
         select(Job)
-        .where(Job.state == RUNNING, Job.heartbeat_at < now - STALE_AFTER)
+        .where(
+            Job.state == RUNNING,
+            Job.heartbeat_at < now - STALE_AFTER,
+            Job.claimed_by != worker,  # our own are alive: we are the one asking
+        )
         .with_for_update(skip_locked=True)
     ).all()
     for job in stale:
@@ -243,8 +255,12 @@ def claim(session: Session, worker: str, now: datetime, free: int, limits: Limit
     """
     if free <= 0:
         return []
+    if session.get_bind().dialect.name == "postgresql":
+        # One claimer at a time over every server, so the limits hold across
+        # them; held only for this short transaction.
+        session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
     per_vault: Counter[str] = Counter()
-    per_resource: Counter[str] = Counter()
+    per_resource: Counter[tuple[str, str]] = Counter()
     alone: set[str] = set()
     for kind, vault, target, resource in session.execute(
         select(Job.kind, Job.vault, Job.target, Job.resource).where(Job.state == RUNNING)
@@ -254,12 +270,12 @@ def claim(session: Session, worker: str, now: datetime, free: int, limits: Limit
             if kind == RETENTION:
                 alone.add(v)
         if resource:
-            per_resource[resource] += 1
+            per_resource[(resource, kind)] += 1
     candidates = session.scalars(
         select(Job)
         .where(Job.state == PENDING, Job.not_before <= now)
         .order_by(Job.scheduled_for, Job.id)
-        .limit(max(50, free * 10))
+        .limit(CANDIDATES)
         .with_for_update(skip_locked=True)
     ).all()
     taken: list[JobView] = []
@@ -273,7 +289,7 @@ def claim(session: Session, worker: str, now: datetime, free: int, limits: Limit
             continue
         if any(per_vault[v] >= limits.per_vault for v in vaults):
             continue
-        if job.resource and per_resource[job.resource] >= limits.per_resource:
+        if job.resource and per_resource[(job.resource, job.kind)] >= limits.per_resource:
             continue
         moved = session.execute(
             update(Job)
@@ -296,7 +312,7 @@ def claim(session: Session, worker: str, now: datetime, free: int, limits: Limit
             if job.kind == RETENTION:
                 alone.add(v)
         if job.resource:
-            per_resource[job.resource] += 1
+            per_resource[(job.resource, job.kind)] += 1
     return taken
 
 
@@ -306,45 +322,55 @@ def _vaults(vault: str, target: str | None) -> tuple[str, ...]:
 
 def finish(
     session: Session,
-    job_id: int,
+    job: JobView,
     now: datetime,
     policy: Policy | None,
     result: dict[str, Any] | None = None,
     error: str | None = None,
     retry: bool = False,
     cancelled: bool = False,
+    handed_back: bool = False,
 ) -> JobView:
     """Record how a run ended; queue its copies after a backup succeeded, or
     its next attempt (with backoff) after a failure worth retrying."""
-    job = session.get(Job, job_id, with_for_update=True)
-    if job is None:
-        raise NotFoundError(f"job {job_id}")
-    job.result = result
-    job.error = error
-    job.finished_at = now
-    job.heartbeat_at = now
+    row = session.get(Job, job.id, with_for_update=True)
+    if row is None:
+        raise NotFoundError(f"no job {job.id}; see `reprieve jobs list`")
+    if (row.state, row.claimed_by, row.attempts) != (RUNNING, job.claimed_by, job.attempts):
+        # Taken back meanwhile (this server was thought dead): the row is no
+        # longer this run's to end.
+        raise LostJob(f"job {job.id} was taken back while it ran; its outcome is not recorded")
+    row.result = result
+    row.error = error
+    row.finished_at = now
+    row.heartbeat_at = now
     if cancelled:
-        job.state = CANCELLED
+        row.state = CANCELLED
+    elif handed_back:
+        # Its server stopped it to shut down: not the job's fault, so always again.
+        row.state = PENDING
+        row.not_before = now
+        row.finished_at = None
     elif error is None:
-        job.state = SUCCEEDED
-        if job.kind == BACKUP and policy is not None:
-            _queue_copies(session, job, now, policy)
+        row.state = SUCCEEDED
+        if row.kind == BACKUP and policy is not None:
+            _queue_copies(session, row, now, policy)
     else:
-        wait = BACKOFF * 2 ** (job.attempts - 1)
-        if retry and job.attempts < MAX_ATTEMPTS and now + wait < as_utc(job.finish_by):
-            job.state = PENDING
-            job.not_before = now + wait
-            job.finished_at = None
+        wait = BACKOFF * 2 ** (row.attempts - 1)
+        if retry and row.attempts < MAX_ATTEMPTS and now + wait < as_utc(row.finish_by):
+            row.state = PENDING
+            row.not_before = now + wait
+            row.finished_at = None
         else:
-            job.state = FAILED
+            row.state = FAILED
     session.flush()
-    return JobView.of(job)
+    return JobView.of(row)
 
 
 def _queue_copies(session: Session, job: Job, now: datetime, policy: Policy) -> None:
     try:
         rule = find_rule(policy, job.plan, job.rule)
-    except KeyError:
+    except UsageError:
         return  # the rule left the policy while its backup ran
     rows = []
     for action in rule.copies:
@@ -371,18 +397,23 @@ def _queue_copies(session: Session, job: Job, now: datetime, policy: Policy) -> 
 
 CANCELLED_BY_REQUEST = "cancelled while running (jobs cancel)"
 OVERDUE = "stopped: still running at the end of its completion window"
+TAKEN_BACK = "stopped: another server took it back"
 
 
-def beat(session: Session, job_ids: Iterable[int], now: datetime) -> dict[int, str]:
-    """Mark ``job_ids`` alive; returns those that must stop, with why."""
+def beat(session: Session, job_ids: Iterable[int], now: datetime, worker: str) -> dict[int, str]:
+    """Mark ``job_ids`` alive; returns those that must stop, with why (a job
+    another server took back meanwhile must stop too)."""
     ids = list(job_ids)
     if not ids:
         return {}
-    session.execute(update(Job).where(Job.id.in_(ids)).values(heartbeat_at=now))
+    mine = (Job.id.in_(ids), Job.state == RUNNING, Job.claimed_by == worker)
+    session.execute(update(Job).where(*mine).values(heartbeat_at=now))
+    still = set(session.scalars(select(Job.id).where(*mine)))
+    lost = {job_id: TAKEN_BACK for job_id in ids if job_id not in still}
     stop = select(Job.id, Job.cancel_requested).where(
         Job.id.in_(ids), (Job.cancel_requested.is_(True)) | (Job.finish_by <= now)
     )
-    return {
+    return lost | {
         job_id: CANCELLED_BY_REQUEST if asked else OVERDUE
         for job_id, asked in session.execute(stop)
     }
@@ -392,7 +423,7 @@ def cancel(session: Session, job_id: int, now: datetime) -> JobView:
     """Cancel a pending job at once; ask the server running one to stop it."""
     job = session.get(Job, job_id, with_for_update=True)
     if job is None:
-        raise NotFoundError(f"job {job_id}")
+        raise NotFoundError(f"no job {job_id}; see `reprieve jobs list`")
     if job.state in FINAL:
         raise UsageError(f"job {job_id} already {job.state}; nothing to cancel")
     job.cancel_requested = True
@@ -407,7 +438,7 @@ def cancel(session: Session, job_id: int, now: datetime) -> JobView:
 def get(session: Session, job_id: int) -> JobView:
     job = session.get(Job, job_id)
     if job is None:
-        raise NotFoundError(f"job {job_id}")
+        raise NotFoundError(f"no job {job_id}; see `reprieve jobs list`")
     return JobView.of(job)
 
 

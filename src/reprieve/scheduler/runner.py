@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from reprieve.catalog import policies
 from reprieve.catalog.db import Catalog, as_utc
-from reprieve.errors import ReprieveError, UsageError, WrongKeyError
+from reprieve.errors import DamageError, ReprieveError, UsageError, WrongKeyError
 from reprieve.policy.model import Policy
 from reprieve.scheduler import queue
 from reprieve.scheduler.plan import cron, series
@@ -41,9 +43,11 @@ class Executor(Protocol):
 
 
 SHUTDOWN = "stopped: its server shut down"
+HEARTBEAT_S = 15.0  # well inside queue.STALE_AFTER
+FINISH_RETRIES = (1.0, 2.0, 4.0, 8.0)
 
-# Failures another attempt cannot mend: a wrong key or a bad request.
-NOT_RETRIED = (UsageError, WrongKeyError, JobCancelled)
+# Failures another attempt cannot mend: a wrong key, damage, a bad request.
+NOT_RETRIED = (UsageError, WrongKeyError, DamageError, JobCancelled)
 
 
 class Scheduler:
@@ -98,7 +102,7 @@ class Scheduler:
         if enqueue:
             with self.catalog.session() as session:
                 queue.enqueue_due(session, policy, since, now)
-                queue.expire(session, now)
+                queue.expire(session, now, self.worker)
         with self.catalog.session() as session:
             return queue.claim(session, self.worker, now, free, self.limits)
 
@@ -129,47 +133,86 @@ class Scheduler:
             with self._lock:
                 self._running.pop(job.id, None)
                 why = self._why_stopped.pop(job.id, None)
+        handed_back = False
         if why is not None and error is not None:
             error = why
             # A job stopped by its server's shutdown goes back to the queue.
-            retry = why == SHUTDOWN
-        with self.catalog.session() as session:
-            ended = queue.finish(
-                session,
-                job.id,
-                self.clock(),
-                policy,
-                result,
-                error,
-                retry,
-                cancelled=why == queue.CANCELLED_BY_REQUEST,
-            )
-        if self.on_finish is not None:
+            handed_back = why == SHUTDOWN
+            retry = False
+        ended = self._finish(
+            job,
+            policy,
+            result,
+            error,
+            retry,
+            cancelled=error is not None and why == queue.CANCELLED_BY_REQUEST,
+            handed_back=handed_back,
+        )
+        if self.on_finish is not None and ended is not None:
             self.on_finish(ended)
-        return ended
+        return ended or job
+
+    def _finish(self, job: JobView, policy: Policy | None, *args: Any, **kw: Any) -> JobView | None:
+        """Record the end, again after a catalog blip; None when it cannot be."""
+        for delay in FINISH_RETRIES:
+            try:
+                with self.catalog.session() as session:
+                    return queue.finish(session, job, self.clock(), policy, *args, **kw)
+            except queue.LostJob as exc:
+                log.warning("%s", exc)
+                return None
+            except ReprieveError as exc:
+                log.warning("job %s: recording its end failed (%s); trying again", job.id, exc)
+                time.sleep(delay)
+        log.error("job %s: its end could not be recorded; it will be taken back and rerun", job.id)
+        return None
 
     def heartbeat(self) -> None:
         """Keep this server's running jobs alive; stop those asked to stop."""
         with self._lock:
             running = dict(self._running)
         with self.catalog.session() as session:
-            stopping = queue.beat(session, running, self.clock())
+            stopping = queue.beat(session, running, self.clock(), self.worker)
         with self._lock:
             self._why_stopped.update(stopping)
         for job_id in stopping:
             running[job_id].set()
 
     def run_once(self) -> list[JobView]:
-        """Run everything due now, and the copies that follow, then return."""
+        """Run everything due now, and the copies that follow, then return.
+
+        Jobs are claimed one at a time, so none waits as running while
+        another runs, and their heartbeats keep them from being taken back.
+        """
         ended: list[JobView] = []
         first = True
-        while True:
-            claimed = self.tick(self.limits.jobs, enqueue=first)
-            first = False
-            if not claimed:
-                return ended
-            for job in claimed:
-                ended.append(self.run(job))
+        with self._heartbeats():
+            while True:
+                claimed = self.tick(1, enqueue=first)
+                first = False
+                if not claimed:
+                    return ended
+                ended.append(self.run(claimed[0]))
+
+    @contextmanager
+    def _heartbeats(self) -> Iterator[None]:
+        """Beat for this server's running jobs every few seconds, on a thread."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(HEARTBEAT_S):
+                try:
+                    self.heartbeat()
+                except ReprieveError as exc:
+                    log.warning("heartbeat: %s", exc)
+
+        thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def next_wakeup(self, now: datetime) -> datetime:
         """The next time something may become due: a firing or a retry."""
@@ -187,17 +230,16 @@ class Scheduler:
     def serve(self, stopped: threading.Event, poll_s: float = 5.0) -> None:
         """Claim and run jobs on a thread pool until ``stopped`` is set."""
         futures: set[Future[JobView]] = set()
-        last_beat = self.clock()
-        with ThreadPoolExecutor(self.limits.jobs, thread_name_prefix="job") as pool:
+        with self._heartbeats(), ThreadPoolExecutor(self.limits.jobs, "job") as pool:
             while not stopped.is_set():
-                futures = {f for f in futures if not f.done()}
+                for done in [f for f in futures if f.done()]:
+                    futures.discard(done)
+                    if done.exception() is not None:
+                        log.error("job runner failed", exc_info=done.exception())
                 try:
                     for job in self.tick(self.limits.jobs - len(futures)):
                         futures.add(pool.submit(self.run, job))
                     self.last_tick = self.clock()
-                    if self.clock() - last_beat >= timedelta(seconds=15):
-                        self.heartbeat()
-                        last_beat = self.clock()
                 except ReprieveError as exc:
                     # A catalog that went away for a moment: try again next poll.
                     log.warning("scheduler: %s", exc)
