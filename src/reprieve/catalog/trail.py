@@ -33,43 +33,35 @@ def note(
     made: Sequence[tuple[Vault, Point]] = (),
     forgot: Sequence[tuple[Vault, Sequence[str]]] = (),
 ) -> str | None:
-    """Record ``action`` (and the points it made or forgot); returns a warning
-    to show when the catalog or a vault could not be written, else None."""
+    """Record ``action`` (and the points it made or forgot) in ``catalog``, or
+    when None in the one the command line names (REPRIEVE_CATALOG_URL or the
+    default); returns a warning when the catalog or a vault could not take it."""
     problems = []
     chained: dict[str, Any] = {"actor": audit.actor()}
-    if catalog is not None:
-        try:
-            now = datetime.now(UTC)
 
-            def work(session: Session) -> AuditEvent:
-                for vault, point in made:
-                    points.record(session, vault.backend.location, vault.config.id, point, now)
-                for vault, ids in forgot:
-                    points.forgotten(session, vault.config.id, ids, now)
-                return audit.append(session, action, subject, details, chained["actor"])
+    def work(session: Session) -> AuditEvent:
+        now = datetime.now(UTC)
+        for vault, point in made:
+            points.record(session, vault.backend.location, vault.config.id, point, now)
+        for vault, ids in forgot:
+            points.forgotten(session, vault.config.id, ids, now)
+        return audit.append(session, action, subject, details, chained["actor"])
 
+    try:
+        if catalog is None:
+            with open_catalog() as opened:
+                event = audit.in_transaction(opened, work)
+        else:
             event = audit.in_transaction(catalog, work)
-            chained.update(seq=event.seq, hash=event.hash)
-        except Exception as exc:  # the action is done: a catalog fault must not hide that
-            problems.append(f"not recorded in the catalog: {_brief(exc)}")
-    problems.extend(_in_vaults(vaults, action, subject, details, chained))
-    return "; ".join(problems) or None
-
-
-def _in_vaults(
-    vaults: Sequence[Vault],
-    action: str,
-    subject: str,
-    details: dict[str, Any],
-    extra: dict[str, Any],
-) -> list[str]:
-    problems = []
+        chained.update(seq=event.seq, hash=event.hash)
+    except Exception as exc:  # the action is done: a catalog fault must not hide that
+        problems.append(f"not recorded in the catalog: {_brief(exc)}")
     for vault in vaults:
         try:
-            vault_audit(vault, action, subject=subject, details=details, **extra)
+            vault_audit(vault, action, subject=subject, details=details, **chained)
         except ReprieveError as exc:  # read-only credentials during a restore, say
             problems.append(f"not recorded in the vault at {vault.backend.location}: {exc}")
-    return problems
+    return "; ".join(problems) or None
 
 
 def _brief(exc: Exception) -> str:
@@ -77,22 +69,3 @@ def _brief(exc: Exception) -> str:
         return str(exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def note_from_cli(
-    vaults: Sequence[Vault],
-    action: str,
-    subject: str,
-    details: dict[str, Any],
-    made: Sequence[tuple[Vault, Point]] = (),
-    forgot: Sequence[tuple[Vault, Sequence[str]]] = (),
-) -> str | None:
-    """``note`` with the catalog the command line names (REPRIEVE_CATALOG_URL or the default)."""
-    try:
-        catalog = open_catalog()
-    except Exception as exc:  # as in note(): the action already happened
-        problems = [f"not recorded in the catalog: {_brief(exc)}"]
-        problems.extend(_in_vaults(vaults, action, subject, details, {"actor": audit.actor()}))
-        return "; ".join(problems)
-    with catalog:
-        return note(catalog, vaults, action, subject, details, made, forgot)

@@ -122,9 +122,9 @@ def record_action(
 ) -> None:
     """Put the action in the audit trail (catalog and vaults); warn, never fail,
     when the catalog cannot take it: the action itself is already done."""
-    from reprieve.catalog.trail import note_from_cli
+    from reprieve.catalog.trail import note
 
-    warning = note_from_cli(vaults, action, subject, details, made, forgot)
+    warning = note(None, vaults, action, subject, details, made, forgot)
     if warning is not None:
         click.echo(f"reprieve: warning: {warning}", err=True)
 

@@ -174,20 +174,12 @@ def _row(slot: Slot, now: datetime) -> dict[str, Any]:
 
 def _insert_new(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert rows whose key is not there yet; a racing server's rows win."""
-    if not rows:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects import postgresql, sqlite
 
-        for start in range(0, len(rows), 500):
-            chunk = rows[start : start + 500]
-            session.execute(pg_insert(Job).values(chunk).on_conflict_do_nothing())
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        for start in range(0, len(rows), 500):
-            chunk = rows[start : start + 500]
-            session.execute(sqlite_insert(Job).values(chunk).on_conflict_do_nothing())
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        session.execute(dialect.insert(Job).values(chunk).on_conflict_do_nothing())
 
 
 def enqueue_due(session: Session, policy: Policy, since: datetime, now: datetime) -> int:
