@@ -82,4 +82,5 @@ def test_retention_forgets_its_rules_old_points_and_copies_catch_up(
     assert left == {manual.json()["point"], made[0], made[2]}
     restored = tmp_path / "restored"
     ok("restore", made[2][:12], "--vault", primary, "--target", restored)
-    assert sorted(p.name for p in restored.rglob("f*.txt")) == ["f0.txt", "f1.txt", "f2.txt"]
+    got = {p.name: p.read_text() for p in restored.rglob("f*.txt")}
+    assert got == {f"f{n}.txt": f"version {n}\n" for n in range(3)}
