@@ -58,6 +58,10 @@ class Postgres:
     log: Path
 
     @property
+    def dsn(self) -> str:
+        return f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname=postgres"
+
+    @property
     def url(self) -> str:
         return self.database_url(SUPERUSER)
 
@@ -84,7 +88,7 @@ class Postgres:
         shutil.rmtree(self.cluster, ignore_errors=True)
 
 
-def start_postgres(folder: Path) -> Postgres:
+def start_postgres(folder: Path, settings: dict[str, str] | None = None) -> Postgres:
     folder.mkdir(parents=True, exist_ok=True)
     binaries = postgres_bin()
     cluster = Path(tempfile.mkdtemp(prefix="reprieve-pg-"))
@@ -119,7 +123,10 @@ def start_postgres(folder: Path) -> Postgres:
         if initdb.returncode != 0:
             raise RuntimeError(f"initdb failed: {log.read_text()[-2000:]}")
         # Replaces initdb's file, which also trusts ::1 and replication connections.
-        (data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+        (data / "pg_hba.conf").write_text(
+            "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+            "host replication all 127.0.0.1/32 trust\n"
+        )
         (port,) = free_ports(1)
         # No fsync: the data is thrown away, and a killed server still recovers, as
         # only a crash of the whole machine loses writes that were not flushed.
@@ -133,6 +140,8 @@ def start_postgres(folder: Path) -> Postgres:
             "-c", "synchronous_commit=off",
             "-c", "full_page_writes=off",
         ]  # fmt: skip
+        for key, value in (settings or {}).items():
+            args += ["-c", f"{key}={value}"]
         with log.open("ab") as out:
             process = subprocess.Popen(
                 args,

@@ -5,6 +5,7 @@ The tree::
     ReprieveError                     exit 1  failure
     ├── StorageError                  exit 1  backend I/O failed (permission, network)
     │   └── DiskFullError             exit 1  no space left on the vault's device
+    ├── DatabaseError                 exit 1  a protected database refused or is unreachable
     ├── UsageError                    exit 2  bad arguments or configuration
     │   ├── PolicyError                       a policy file's problems, one line each
     │   └── CronError                         a schedule that cannot be parsed
@@ -45,6 +46,10 @@ class StorageError(ReprieveError):
 
 class DiskFullError(StorageError):
     template = "no space left on device: {detail}; free space or use another vault, then rerun"
+
+
+class DatabaseError(ReprieveError):
+    template = "{detail}"
 
 
 class UsageError(ReprieveError):

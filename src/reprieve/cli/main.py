@@ -27,6 +27,7 @@ from reprieve.cli import (
     lifecycle,
     points,
     policy,
+    postgres,
     restore,
     service,
     vault,
@@ -57,6 +58,10 @@ cli.add_command(service.server)
 cli.add_command(service.status)
 cli.add_command(service.jobs)
 cli.add_command(catalog.catalog_group)
+cli.add_command(postgres.wal)
+cli.add_command(postgres.standby)
+backup.backup.add_command(postgres.backup_postgres)
+restore.restore.add_command(postgres.restore_postgres)
 
 
 def _limit_malloc_arenas() -> None:

@@ -18,7 +18,30 @@ from reprieve.engine.restore import restore_files
 from reprieve.vault.repository import Vault
 
 
-@click.command()
+class RestoreGroup(click.Group):
+    """``restore postgres …`` restores a database; anything else (``restore POINT …``,
+    as before databases came) is a files restore, also reachable as ``restore files``."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] in self.commands:
+            return super().resolve_command(ctx, args)
+        if args and args[0] in ("-h", "--help"):
+            click.echo(ctx.get_help())
+            ctx.exit(0)
+        return "files", self.commands["files"], args
+
+
+@click.group(
+    cls=RestoreGroup,
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+def restore() -> None:
+    """Bring back a recovery point (files) or a database (postgres)."""
+
+
+@restore.command("files")
 @click.argument("point_id", metavar="POINT")
 @with_vault
 @json_option
@@ -30,7 +53,7 @@ from reprieve.vault.repository import Vault
 )
 @click.option("--include", "includes", multiple=True, metavar="PATH", help="Only this subtree.")
 @click.option("--overwrite", is_flag=True, help="Replace what is already in the target.")
-def restore(
+def restore_files_command(
     vault: Vault,
     point_id: str,
     as_json: bool,

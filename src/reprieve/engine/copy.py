@@ -28,6 +28,7 @@ from reprieve.engine.progress import NullProgress, Progress
 from reprieve.errors import DamageError, PointNotFound, UsageError
 from reprieve.vault.immutability import copy_retention, lock_point_data
 from reprieve.vault.locks import LockKind, VaultLock
+from reprieve.vault.logs import LogStore, copy_logs
 from reprieve.vault.packs import BlobType
 from reprieve.vault.points import Point
 from reprieve.vault.repository import Vault
@@ -53,6 +54,8 @@ class CopyResult:
     lag_before_s: float | None = None
     lag_after_s: float | None = None
     duration_s: float = 0.0
+    log_files: int = 0
+    log_bytes: int = 0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -65,6 +68,8 @@ class CopyResult:
             "replication_lag_s": self.lag_after_s,
             "replication_lag_before_s": self.lag_before_s,
             "duration_s": round(self.duration_s, 3),
+            "wal_files_copied": self.log_files,
+            "wal_bytes_copied": self.log_bytes,
         }
 
 
@@ -221,6 +226,11 @@ def copy_points(
             result.bytes_transferred = writer.stats.bytes_stored
             result.bytes_read = copier.bytes_read
         progress.finish()
+        # A database's points are only as good as the log after them.
+        for name in sorted({p.resource for p in wanted if p.kind == "postgres"}):
+            files, size = copy_logs(LogStore(src, name), LogStore(dst, name))
+            result.log_files += files
+            result.log_bytes += size
         left = [p for p in missing if p.id not in mapped]
         result.lag_after_s = _lag(left, datetime.now(UTC))
     result.duration_s = time.monotonic() - started

@@ -94,6 +94,11 @@ class ResourceKind(StrEnum):
     BUCKET = "bucket"
 
 
+class WalMode(StrEnum):
+    ARCHIVE = "archive"  # archive_command runs `wal push` (or the spool helper)
+    STREAM = "stream"  # the server streams WAL with pg_receivewal
+
+
 class VaultSpec(Strict):
     """Where a vault lives and how to open it; secrets stay outside the file."""
 
@@ -130,8 +135,20 @@ class ResourceSpec(Strict):
     tier: str | None = None
     data_class: str | None = None
     paths: list[str] = Field(default_factory=list)
+    # PostgreSQL: a libpq connection string, how WAL reaches the vault, and
+    # whether commits wait for the streamer (zero RPO).
     connection: str | None = None
+    wal_mode: WalMode | None = None
+    synchronous: bool = False
     tags: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _database(self) -> ResourceSpec:
+        if self.wal_mode is not None and self.kind != ResourceKind.POSTGRES:
+            raise ValueError("wal_mode applies to postgres resources only")
+        if self.synchronous and self.wal_mode != WalMode.STREAM:
+            raise ValueError("synchronous needs wal_mode: stream")
+        return self
 
 
 class CopyAction(Strict):

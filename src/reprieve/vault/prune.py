@@ -26,13 +26,14 @@ from __future__ import annotations
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from reprieve.engine.progress import NullProgress, Progress
 from reprieve.errors import DamageError
 from reprieve.vault.crypto import ENVELOPE_OVERHEAD
 from reprieve.vault.index import Location
+from reprieve.vault.logs import delete_logs, expired_logs
 from reprieve.vault.packs import RECORD, TRAILER, BlobEntry, PackBuilder, pack_path
 from reprieve.vault.repository import Vault
 from reprieve.vault.tree import NodeType
@@ -55,6 +56,8 @@ class PrunePlan:
     # Packs kept because storage still locks them (or an index file naming them).
     locked: dict[str, datetime] = field(default_factory=dict)
     keep_index: set[str] = field(default_factory=set)
+    # Database WAL behind each resource's oldest kept base backup (and leases).
+    logs: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         until = max(self.locked.values(), default=None)
@@ -68,6 +71,7 @@ class PrunePlan:
             "blobs_repacked": self.blobs_repacked,
             "bytes_before": self.bytes_total,
             "bytes_freed": self.bytes_freed,
+            "wal_files_expired": sum(len(v) for v in self.logs.values()),
         }
 
 
@@ -132,7 +136,28 @@ def plan_prune(vault: Vault, forgetting: Collection[str] = ()) -> PrunePlan:
     for pack in plan.delete + plan.repack + plan.unindexed:
         plan.bytes_freed += gain[pack][0]
         plan.blobs_repacked += gain[pack][1]
+    plan.logs = _expired_logs(vault, forgetting)
     return plan
+
+
+def _expired_logs(vault: Vault, forgetting: Collection[str]) -> dict[str, list[str]]:
+    starts: dict[str, str] = {}
+    for point in vault.points():
+        meta = point.stats.get("postgres")
+        if point.kind != "postgres" or point.id in forgetting or not meta:
+            continue
+        first = str(meta["start_wal"])
+        if point.resource not in starts or first[8:] < starts[point.resource][8:]:
+            starts[point.resource] = first
+    logs = expired_logs(vault, starts)
+    if vault.backend.can_lock and vault.config.lock:
+        now = datetime.now(UTC)
+        for resource, names in logs.items():
+            prefix = f"logs/{resource}/"
+            logs[resource] = [
+                n for n in names if (vault.backend.locked_until(prefix + n) or now) <= now
+            ]
+    return {r: names for r, names in logs.items() if names}
 
 
 def _keep_locked(vault: Vault, plan: PrunePlan) -> None:
@@ -213,6 +238,7 @@ def run_prune(vault: Vault, plan: PrunePlan, progress: Progress | None = None) -
     vault.replace_index(by_pack, keep=plan.keep_index)
     for pack in plan.delete + plan.repack + plan.unindexed:
         vault.backend.delete(pack_path(pack))
+    delete_logs(vault, plan.logs)
     vault.backend.remove_leftovers(LEFTOVER_AGE)
     plan.bytes_freed = plan.bytes_total - sum(size for _, size in vault.backend.list("packs"))
     progress.finish()

@@ -1,0 +1,500 @@
+"""Point-in-time recovery and warm standbys from a vault.
+
+Restore, in phases whose sum is the achieved RTO:
+
+1. **fetch_base**: pick the newest base backup that ends before the target,
+   stream its tar from the vault (blobs read in parallel, in order) into
+   ``tar -x`` running as the cluster's OS user, and write the recovery
+   settings: ``restore_command`` (walhelper.py reading the inbox the feeder
+   fills), the target, ``recovery_target_action = 'promote'``, and, so the
+   copy can neither block nor pollute the original's archive,
+   ``synchronous_standby_names = ''`` and ``archive_mode = off``.
+2. **fetch_wal**: prefetch, in parallel, the first segments replay needs.
+3. **replay**: start the server; the feeder keeps serving and prefetching;
+   ends when the server logs that redo is done.
+4. **promote**: ends when the server accepts connections on a new timeline.
+
+What was recovered is read from the server's own log: the time of the last
+replayed commit, and the LSN where redo ended. A recovery that stops short
+(a WAL gap, a target past the end of the log) is an error, not a success.
+
+A warm standby is the same restore without a target and with
+``standby.signal``: the server keeps asking for the next segment and a
+follower process keeps the inbox fed from the (DR) vault until promote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from reprieve.errors import DamageError, DatabaseError, NotFoundError, UsageError
+from reprieve.sources.pg_feeder import Feeder, install_helper, missing_between, restore_command
+from reprieve.sources.pg_inspect import Window, restorable_window
+from reprieve.sources.postgres import (
+    TAR_NAME,
+    base_points,
+    chown_to,
+    parse_lsn,
+    pg_tool,
+    run_as,
+    segment_number,
+)
+from reprieve.vault.logs import LogListing, LogStore, lease
+from reprieve.vault.points import Point
+from reprieve.vault.repository import Vault
+
+PREFETCH_SEGMENTS = 16
+READ_AHEAD_BLOBS = 16
+READERS = 4
+START_TIMEOUT_S = 3600.0
+AUTO_CONF_KEYS = {
+    "restore_command",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_xid",
+    "recovery_target_action",
+    "recovery_target_timeline",
+    "recovery_target_inclusive",
+    "archive_mode",
+    "synchronous_standby_names",
+    "primary_conninfo",
+    "primary_slot_name",
+    "port",
+    "listen_addresses",
+    "unix_socket_directories",
+    "hot_standby",
+    "wal_retrieve_retry_interval",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "time", "lsn", "xid" or "latest"
+    value: str = ""
+
+    @property
+    def time(self) -> datetime | None:
+        return parse_time(self.value) if self.kind == "time" else None
+
+    def settings(self) -> dict[str, str]:
+        if self.kind == "time":
+            when = parse_time(self.value)
+            return {"recovery_target_time": when.isoformat(sep=" ", timespec="microseconds")}
+        if self.kind == "lsn":
+            parse_lsn(self.value)
+            return {"recovery_target_lsn": self.value}
+        if self.kind == "xid":
+            if not self.value.isdigit():
+                raise UsageError(f"--to-xid needs a transaction id, not {self.value!r}")
+            return {"recovery_target_xid": self.value}
+        return {}
+
+
+def parse_time(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{text!r} is not a time like '2026-11-22 11:30:00+00'") from None
+    if when.tzinfo is None:
+        raise UsageError(f"give the time zone of {text!r}, e.g. '{text}+00'")
+    return when.astimezone(UTC)
+
+
+def _meta(point: Point) -> dict[str, Any]:
+    meta: dict[str, Any] = point.stats.get("postgres", {})
+    return meta
+
+
+def _stop_time(point: Point) -> datetime:
+    return datetime.fromisoformat(_meta(point)["stop_time"])
+
+
+def choose_base(bases: list[Point], target: Target, window: Window) -> Point:
+    if not bases:
+        raise NotFoundError("no base backup of this resource in the vault")
+    if target.kind == "time":
+        when = target.time
+        assert when is not None
+        fitting = [p for p in bases if _stop_time(p) <= when]
+        if not fitting or (window.latest is not None and when > window.latest):
+            raise UsageError(
+                f"{when.isoformat(sep=' ', timespec='seconds')} is outside the restorable "
+                f"window ({window.describe()})"
+            )
+        return fitting[-1]
+    if target.kind == "lsn":
+        lsn = parse_lsn(target.value)
+        fitting = [p for p in bases if parse_lsn(_meta(p)["stop_lsn"]) <= lsn]
+        if not fitting:
+            raise UsageError(f"LSN {target.value} is before the oldest base backup's end")
+        return fitting[-1]
+    return bases[-1]
+
+
+# -- reading the base backup ---------------------------------------------------
+
+
+def _blobs(vault: Vault, ids: list[bytes]) -> Iterator[bytes]:
+    """The blobs in order, read ``READERS`` at a time ahead of the consumer."""
+    with ThreadPoolExecutor(READERS, thread_name_prefix="base-read") as pool:
+        queue: deque[Future[bytes]] = deque()
+        it = iter(ids)
+        for blob_id in it:
+            queue.append(pool.submit(vault.read_blob, blob_id))
+            if len(queue) >= READ_AHEAD_BLOBS:
+                break
+        while queue:
+            data = queue.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                queue.append(pool.submit(vault.read_blob, nxt))
+            yield data
+
+
+def extract_base(vault: Vault, point: Point, target: Path, os_user: str | None) -> int:
+    nodes = vault.read_tree(point.tree)
+    tar = next((n for n in nodes if n.name == TAR_NAME), None)
+    if tar is None:
+        raise DamageError(f"point {point.short_id} has no {TAR_NAME.decode()}")
+    proc = subprocess.Popen(
+        ["tar", "-x", "-f", "-", "-C", str(target)],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **run_as(os_user),
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    written = 0
+    try:
+        for data in _blobs(vault, tar.content):
+            proc.stdin.write(data)
+            written += len(data)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    finally:
+        code = proc.wait()
+    if code != 0 or written != tar.size:
+        err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+        raise DatabaseError(f"extracting the base backup failed: {err[-1] if err else code}")
+    return written
+
+
+def prepare_target(target: Path, os_user: str | None) -> None:
+    if target.exists() and any(target.iterdir()):
+        raise UsageError(f"{target} is not empty; restore into a new or empty folder")
+    target.mkdir(parents=True, exist_ok=True)
+    chown_to(target, os_user)
+    target.chmod(0o700)
+    # The cluster and its restore_command run as os_user: every parent must let it in.
+    if (
+        run_as(os_user)
+        and subprocess.run(["test", "-w", str(target)], **run_as(os_user)).returncode
+    ):
+        target.rmdir()
+        raise UsageError(
+            f"OS user {os_user} cannot reach {target}: choose a folder whose parents it "
+            "may enter (mode o+x), e.g. under its home"
+        )
+
+
+def write_settings(target: Path, settings: dict[str, str], os_user: str | None) -> None:
+    """Set keys in postgresql.auto.conf (read last, so they win), dropping old values."""
+    auto = target / "postgresql.auto.conf"
+    lines = auto.read_text().splitlines() if auto.exists() else []
+    keep = [ln for ln in lines if ln.split("=", 1)[0].strip() not in AUTO_CONF_KEYS]
+    for key, value in settings.items():
+        keep.append(f"{key} = '{value.replace(chr(39), chr(39) * 2)}'")
+    auto.write_text("\n".join(keep) + "\n")
+    # Debian keeps postgresql.conf and pg_hba.conf outside the data folder.
+    conf = target / "postgresql.conf"
+    if not conf.exists():
+        conf.write_text("# written by reprieve restore; the original lived elsewhere\n")
+    hba = target / "pg_hba.conf"
+    if not hba.exists():
+        hba.write_text("local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n")
+    for path in (auto, conf, hba):
+        chown_to(path, os_user)
+        path.chmod(0o600)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def socket_dir(target: Path) -> Path:
+    # A unix socket path must fit in 107 bytes.
+    if len(str(target)) + len("/.s.PGSQL.65535") < 100:
+        return target
+    return Path(tempfile.gettempdir())
+
+
+# -- running the recovery ----------------------------------------------------------
+
+
+class ServerLog:
+    """Follows the server's log file for the lines recovery reports with."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.text = ""
+        self._pos = 0
+
+    def read(self) -> str:
+        with contextlib.suppress(FileNotFoundError), open(self.path, "rb") as f:
+            f.seek(self._pos)
+            chunk = f.read()
+            self._pos += len(chunk)
+            self.text += chunk.decode("utf-8", "replace")
+        return self.text
+
+    def last_commit(self) -> datetime | None:
+        found = re.findall(r"last completed transaction was at log time ([0-9:\-. +]+)", self.text)
+        if not found:
+            return None
+        return datetime.fromisoformat(found[-1].strip()).astimezone(UTC)
+
+    def redo_end(self) -> str | None:
+        found = re.findall(r"redo done at ([0-9A-F]+/[0-9A-F]+)", self.text)
+        return found[-1] if found else None
+
+    def fatal(self) -> str | None:
+        found = re.findall(r"(?:FATAL|PANIC):\s+(.*)", self.text)
+        return found[-1].strip() if found else None
+
+
+def start_server(
+    target: Path, port: int, os_user: str | None, log: Path
+) -> subprocess.Popen[bytes]:
+    log.touch()
+    chown_to(log, os_user)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [
+                pg_tool("postgres"),
+                "-D",
+                str(target),
+                "-p",
+                str(port),
+                "-c",
+                "logging_collector=off",
+                "-c",
+                "log_timezone=UTC",
+                "-c",
+                "timezone=UTC",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=str(target),
+            start_new_session=True,
+            **run_as(os_user),
+        )
+
+
+def stop_server(target: Path, os_user: str | None) -> None:
+    subprocess.run(
+        [pg_tool("pg_ctl"), "-D", str(target), "-m", "fast", "-w", "stop"],
+        capture_output=True,
+        **run_as(os_user),
+    )
+
+
+@dataclass
+class Recovery:
+    resource: str
+    base: str
+    requested: str
+    recovered_to: datetime | None = None
+    recovered_lsn: str | None = None
+    rpo_gap_s: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    wal_files: int = 0
+    wal_bytes: int = 0
+    base_bytes: int = 0
+    port: int = 0
+    target: str = ""
+    running: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return round(sum(self.phases.values()), 3)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "resource": self.resource,
+            "base": self.base,
+            "requested": self.requested,
+            "recovered_to": self.recovered_to.isoformat() if self.recovered_to else None,
+            "recovered_lsn": self.recovered_lsn,
+            "rpo_gap_s": None if self.rpo_gap_s is None else round(self.rpo_gap_s, 3),
+            "phases": {k: round(v, 3) for k, v in self.phases.items()},
+            "duration_s": self.duration_s,
+            "wal_files": self.wal_files,
+            "wal_bytes": self.wal_bytes,
+            "base_bytes": self.base_bytes,
+            "target": self.target,
+            "port": self.port,
+            "running": self.running,
+        }
+
+
+def inbox_for(target: Path) -> Path:
+    return target.parent / f".{target.name}.reprieve-wal"
+
+
+def _check_chain(listing: LogListing, base: Point, latest: bool) -> None:
+    meta = _meta(base)
+    seg = int(meta["segment_size"])
+    tli = segment_number(meta["start_wal"], seg)[0]
+    last = meta["stop_wal"]
+    if latest:
+        same = [n for n in listing.available() if segment_number(n, seg)[0] == tli]
+        last = max([last, *same])
+    missing = missing_between(listing, meta["start_wal"], last, seg)
+    if missing:
+        raise DamageError(
+            f"WAL segment {missing[0]} is missing from the vault ({len(missing)} missing "
+            f"after base backup {base.short_id}); run `reprieve check`"
+        )
+
+
+def restore_postgres(
+    vault: Vault,
+    resource: str,
+    target: Path,
+    to: Target,
+    port: int | None = None,
+    start: bool = False,
+    os_user: str | None = None,
+    listen: str = "127.0.0.1",
+) -> Recovery:
+    began = time.monotonic()
+    target = target.absolute()
+    store = LogStore(vault, resource)
+    bases = base_points(vault, resource)
+    listing = store.listing()
+    window = restorable_window(store, bases, listing, with_latest=to.kind == "time")
+    base = choose_base(bases, to, window)
+    _check_chain(listing, base, latest=to.kind == "latest")
+    with lease(vault, resource, _meta(base)["start_wal"]):
+        return _recover(vault, store, base, target, to, port, start, os_user, listen, began)
+
+
+def _recover(
+    vault: Vault,
+    store: LogStore,
+    base: Point,
+    target: Path,
+    to: Target,
+    port: int | None,
+    start: bool,
+    os_user: str | None,
+    listen: str,
+    began: float,
+) -> Recovery:
+    asked_at = datetime.now(UTC)
+    resource = store.resource
+    meta = _meta(base)
+    prepare_target(target, os_user)
+    report = Recovery(
+        resource,
+        base.id,
+        to.value if to.kind != "latest" else asked_at.isoformat(),
+        target=str(target),
+    )
+    report.base_bytes = extract_base(vault, base, target, os_user)
+    inbox = inbox_for(target)
+    shutil.rmtree(inbox, ignore_errors=True)
+    install_helper(inbox, os_user)
+    report.port = port or free_port()
+    settings = {
+        "restore_command": restore_command(inbox),
+        "recovery_target_action": "promote",
+        "recovery_target_timeline": "latest",
+        "archive_mode": "off",
+        "synchronous_standby_names": "",
+        "port": str(report.port),
+        "listen_addresses": listen if start else "",
+        "unix_socket_directories": str(socket_dir(target)),
+        **to.settings(),
+    }
+    write_settings(target, settings, os_user)
+    (target / "recovery.signal").touch()
+    chown_to(target / "recovery.signal", os_user)
+    report.phases["fetch_base"] = time.monotonic() - began
+
+    mark = time.monotonic()
+    seg = int(meta["segment_size"])
+    feeder = Feeder(store, inbox, seg, meta["start_wal"], os_user=os_user)
+    feeder.prefetch(PREFETCH_SEGMENTS)
+    report.phases["fetch_wal"] = time.monotonic() - mark
+
+    mark = time.monotonic()
+    log = ServerLog(target / "reprieve-recovery.log")
+    feeding = feeder.start()
+    server = start_server(target, report.port, os_user, log.path)
+    try:
+        _wait_for(log, server, feeder, "redo done at|recovery stopping", to)
+        report.phases["replay"] = time.monotonic() - mark
+        mark = time.monotonic()
+        _wait_for(log, server, feeder, "database system is ready to accept connections", to)
+        report.phases["promote"] = time.monotonic() - mark
+    except BaseException:
+        stop_server(target, os_user)
+        if server.poll() is None:
+            server.kill()
+        raise
+    finally:
+        feeder.stop.set()
+        feeding.join()
+    report.wal_files, report.wal_bytes = feeder.served, feeder.bytes
+    report.recovered_to = log.last_commit()
+    report.recovered_lsn = log.redo_end()
+    if to.kind in ("time", "latest") and report.recovered_to is not None:
+        asked = to.time if to.kind == "time" else asked_at
+        assert asked is not None
+        report.rpo_gap_s = max(0.0, (asked - report.recovered_to).total_seconds())
+    if start:
+        report.running = True
+    else:
+        stop_server(target, os_user)
+        server.wait(60)
+    shutil.rmtree(inbox, ignore_errors=True)
+    return report
+
+
+def _wait_for(
+    log: ServerLog, server: subprocess.Popen[bytes], feeder: Feeder, pattern: str, to: Target
+) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        text = log.read()
+        if re.search(pattern, text):
+            return
+        gaps = feeder.gaps()
+        if feeder.error is not None:
+            raise DatabaseError(f"serving WAL failed: {feeder.error}")
+        if server.poll() is not None:
+            if gaps:
+                raise DamageError(f"WAL segment {gaps[0]} is missing from the vault")
+            fatal = log.fatal() or f"exit code {server.returncode}"
+            raise DatabaseError(f"recovery failed: {fatal} (log: {log.path})")
+        if gaps and to.kind == "latest":
+            raise DamageError(f"WAL segment {gaps[0]} is missing from the vault")
+        time.sleep(0.01)
+    raise DatabaseError(f"recovery did not finish within {START_TIMEOUT_S:.0f} s (log: {log.path})")
