@@ -54,7 +54,8 @@ class Protected:
         return doc
 
     def restore(self, name: str, *target_args: str, start: bool = True) -> Result:
-        args = ["restore", "postgres", "--resource", RESOURCE, "--target", self.work / name]
+        args: list[str | Path] = ["restore", "postgres", "--resource", RESOURCE]
+        args += ["--target", self.work / name]
         args += [*target_args, "--json"]
         if start:
             args.append("--start")
@@ -114,14 +115,14 @@ def wait_until(check: Any, what: str, timeout: float = 60.0) -> None:
 
 
 def pg_ctl(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    runas = (
-        {"user": "postgres", "group": "postgres", "extra_groups": []} if os.geteuid() == 0 else {}
-    )
+    user = "postgres" if os.geteuid() == 0 else None
     return subprocess.run(
         [str(postgres_bin() / "pg_ctl"), "-D", str(data), *args],
         capture_output=True,
         text=True,
-        **runas,  # type: ignore[arg-type]
+        user=user,
+        group=user,
+        extra_groups=[] if user else None,
     )
 
 
