@@ -184,3 +184,26 @@ def test_a_malformed_policy_exits_2_and_changes_nothing(tmp_path: Path) -> None:
     assert shown["source"] == str(good)
     assert run_cli("policy", "validate", bad).code == 2
     assert run_cli("policy", "validate", tmp_path / "missing.yaml").code == 2
+
+
+def test_a_database_with_continuous_wal_meets_its_rpo_with_hourly_base_backups() -> None:
+    hourly = GOOD.replace('schedule: "*/5 * * * *"', 'schedule: "0 * * * *"')
+    assert problems(hourly)  # base backups alone: an hour is slower than 5 minutes
+
+    streamed = hourly.replace(
+        "    data_class: financial", "    data_class: financial\n    wal_mode: stream"
+    )
+    assert parse_policy(streamed, "p.yaml").resources["ledger"].wal_mode == "stream"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("    synchronous: true", "synchronous needs wal_mode: stream"),
+        ("    wal_mode: archive\n    synchronous: true", "synchronous needs wal_mode: stream"),
+        ("    wal_mode: tape", "Input should be 'archive' or 'stream'"),
+    ],
+)
+def test_wal_settings_are_checked(extra: str, expected: str) -> None:
+    text = GOOD.replace("    data_class: financial", f"    data_class: financial\n{extra}")
+    assert any(expected in line for line in problems(text)), problems(text)

@@ -16,6 +16,22 @@ from reprieve.vault.keys import Secret
 from reprieve.vault.logs import lease
 from reprieve.vault.repository import Vault, backend_for
 
+POLICY = """
+version: 1
+vaults:
+  dr: {{url: "{vault}"}}
+tiers:
+  premium: {{rto: 15m, rpo: 5m, architecture: warm-standby, drills: monthly, plan: db}}
+tenants:
+  acme: {{tier: premium}}
+resources:
+  {resource}: {{kind: postgres, tenant: acme, connection: "{dsn}", wal_mode: stream}}
+plans:
+  db:
+    rules:
+      - {{name: nightly, schedule: "0 1 * * *", vault: dr, retention: 7d}}
+"""
+
 
 def _count(port: int) -> int:
     with connect_restored(port) as conn:
@@ -69,6 +85,12 @@ def test_standby_follows_the_primary_and_after_promote_accepts_writes(tmp_path: 
         wait_until(lambda: _count(port) == 3000, what="the standby to replay the new rows")
         (row,) = p.ok("standby", "list", "--json").json()
         assert row["state"] == "following" and isinstance(row["lag_s"], float)
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(POLICY.format(vault=p.vault, resource=RESOURCE, dsn=p.pg.dsn))
+        p.ok("policy", "apply", policy)
+        (status,) = p.ok("status", "--json").json()
+        assert status["resource"] == RESOURCE and status["standby_state"] == "following"
+        assert isinstance(status["standby_lag_s"], float)
 
         p.sql("INSERT INTO t SELECT g FROM generate_series(3001, 3500) g")
         p.wait_archived()

@@ -138,6 +138,17 @@ def status(tenant: str | None, catalog_url: str | None, as_json: bool) -> None:
             raise UsageError(f"no tenant {tenant!r} in the policy in force")
         with catalog.session() as session:
             rows = measure(session, policy, as_utc(row.applied_at), datetime.now(UTC), tenant)
+    from reprieve.sources.pg_standby import standbys
+
+    # Warm standbys on this machine: how far their replay trails the vault.
+    following = {s["resource"]: s for s in standbys() if s.get("state") != "promoted"}
+    docs = []
+    for r in rows:
+        doc = r.to_json()
+        standby = following.get(r.resource)
+        doc["standby_lag_s"] = standby.get("lag_s") if standby else None
+        doc["standby_state"] = standby.get("state") if standby else None
+        docs.append(doc)
 
     def human() -> None:
         click.echo(
@@ -150,8 +161,14 @@ def status(tenant: str | None, catalog_url: str | None, as_json: bool) -> None:
                 f"{r.resource:<20} {r.tenant:<12} {r.tier:<9} {_secs(r.rpo_s):>8} "
                 f"{_secs(r.rpo_target_s):>8} {lag:>8}  {r.state}"
             )
+        for name, standby in sorted(following.items()):
+            replay = standby.get("lag_s")
+            click.echo(
+                f"standby of {name}: {standby.get('state')}, replay lag "
+                f"{'?' if replay is None else _secs(replay)}"
+            )
 
-    emit(as_json, [r.to_json() for r in rows], human)
+    emit(as_json, docs, human)
 
 
 def _secs(value: float) -> str:

@@ -179,7 +179,10 @@ def _promises(policy: Policy, name: str, plans: list[str]) -> Iterator[tuple[Loc
         for i, rule in enumerate(policy.plans[p].rules)
     ]
     gaps = [(at, rule, _longest_gap(rule.schedule)) for at, rule in rules if rule.schedule]
-    if not any(rule.continuous for _, rule in rules) and all(gap > rpo for _, _, gap in gaps):
+    # A database whose WAL is archived or streamed is protected continuously;
+    # its schedule is only for base backups.
+    continuous = res.wal_mode is not None or any(rule.continuous for _, rule in rules)
+    if not continuous and all(gap > rpo for _, _, gap in gaps):
         at, rule, gap = min(gaps, key=lambda g: g[2])
         yield (
             (*at, "schedule"),

@@ -22,7 +22,7 @@ from reprieve.engine.backup import backup_files
 from reprieve.engine.copy import copy_points
 from reprieve.engine.lifecycle import LifecycleRules, plan_lifecycle, run_lifecycle
 from reprieve.errors import DamageError, UsageError
-from reprieve.policy.model import FOREVER, Policy, ResourceKind, Rule, VaultSpec
+from reprieve.policy.model import FOREVER, Policy, ResourceKind, ResourceSpec, Rule, VaultSpec
 from reprieve.scheduler.plan import (
     BACKUP,
     COPY,
@@ -36,7 +36,8 @@ from reprieve.scheduler.plan import (
 )
 from reprieve.scheduler.queue import JobView
 from reprieve.scheduler.runner import JobCancelled
-from reprieve.vault.immutability import blocker, holds
+from reprieve.sources.postgres import base_backup
+from reprieve.vault.immutability import blocker, holds, retain_until
 from reprieve.vault.keys import Secret
 from reprieve.vault.locks import LockKind, VaultLock
 from reprieve.vault.prune import plan_prune, run_prune
@@ -138,12 +139,14 @@ class VaultExecutor:
     ) -> dict[str, Any]:
         assert job.resource is not None
         spec = policy.resources[job.resource]
-        if spec.kind != ResourceKind.FILES:
+        if spec.kind not in (ResourceKind.FILES, ResourceKind.POSTGRES):
             raise UsageError(
                 f"resource {job.resource}: scheduled {spec.kind} backups are not available yet"
             )
         vault = self.keys.open(policy, job.vault)
         tags = {RULE_TAG: rule_tag(job.plan, job.rule), "tenant": spec.tenant, "job": str(job.id)}
+        if spec.kind == ResourceKind.POSTGRES:
+            return self.base_backup(job, spec, vault, tags, rule, stop)
         result = backup_files(
             vault,
             spec.paths,
@@ -157,6 +160,35 @@ class VaultExecutor:
         if result.stats.errors:
             doc["warning"] = f"{len(result.stats.errors)} item(s) could not be read"
         return doc
+
+    def base_backup(
+        self,
+        job: JobView,
+        spec: ResourceSpec,
+        vault: Vault,
+        tags: dict[str, str],
+        rule: Rule,
+        stop: threading.Event,
+    ) -> dict[str, Any]:
+        assert job.resource is not None
+        if not spec.connection:
+            raise UsageError(f"resource {job.resource}: a postgres resource needs a connection")
+        span = lock_span(vault, rule.retention)
+        result = base_backup(
+            vault,
+            job.resource,
+            spec.connection,
+            tags,
+            progress=StopCheck(stop),
+            retain_until=retain_until(vault, datetime.now(UTC), span),
+        )
+        self._note([vault], "backup", job, {"point": result.point.id}, made=[(vault, result.point)])
+        return {
+            "point": result.point.id,
+            "bytes": result.bytes,
+            "bytes_added": result.bytes_added,
+            "duration_s": round(result.duration_s, 3),
+        }
 
     def copy(
         self, job: JobView, policy: Policy, rule: Rule, stop: threading.Event

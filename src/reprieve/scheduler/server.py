@@ -22,6 +22,7 @@ from reprieve.scheduler.execute import VaultExecutor
 from reprieve.scheduler.metrics import Metrics
 from reprieve.scheduler.queue import Limits
 from reprieve.scheduler.runner import Scheduler, wall_clock
+from reprieve.scheduler.streams import StreamSupervisor
 
 log = logging.getLogger("reprieve.scheduler")
 
@@ -124,6 +125,13 @@ def serve(
             daemon=True,
         ),
     ]
+    # Streams ship what they hold when stopping: the server waits for them.
+    streams = threading.Thread(
+        target=StreamSupervisor(scheduler.policy_quietly, executor.keys.open, stopped).run,
+        name="wal-streams",
+        daemon=True,
+    )
+    threads.append(streams)
     for thread in threads:
         thread.start()
     log.info("reprieve server %s listening on http://%s:%s", scheduler.worker, *listen)
@@ -132,3 +140,5 @@ def serve(
     finally:
         http.shutdown()
         http.server_close()
+        stopped.set()
+        streams.join(60)

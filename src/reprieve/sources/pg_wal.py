@@ -293,7 +293,10 @@ class Streamer:
             while not self.stop.is_set():
                 if self.process is None or self.process.poll() is not None:
                     if self.process is not None:
-                        err = self.process.stderr.read() if self.process.stderr else b""
+                        err = b""
+                        if self.process.stderr is not None:
+                            err = self.process.stderr.read()
+                            self.process.stderr.close()
                         self.error = str(
                             replication_error(err.decode("utf-8", "replace"), self.dsn)
                         )
@@ -314,5 +317,7 @@ class Streamer:
                 except subprocess.TimeoutExpired:
                     self.process.kill()
                     self.process.wait()
+            if self.process is not None and self.process.stderr is not None:
+                self.process.stderr.close()
             # What arrived before the stop still goes to the vault.
             shipper.once()
