@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit bench bench-pg clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ test: lint typecheck unit
 bench: install
 	bash bench/install-peers.sh
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# PostgreSQL against pgBackRest; needs root (the server runs as the postgres user).
+bench-pg: install
+	bash scripts/install-test-tools.sh
+	bash bench/install-peers.sh
+	$(BIN)/python bench/postgres.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# Install the peer tools the benchmark measures reprieve against (restic, borg),
+# Install the peer tools the benchmarks measure reprieve against (restic, borg, pgBackRest),
 # from the distribution's packages. Safe to run repeatedly: it only installs
 # what is missing and refreshes the package lists at most once.
 set -euo pipefail
 
-declare -A package_for=([restic]=restic [borg]=borgbackup)
+declare -A package_for=([restic]=restic [borg]=borgbackup [pgbackrest]=pgbackrest)
 missing=()
-for cmd in restic borg; do
+for cmd in restic borg pgbackrest; do
     if ! command -v "$cmd" >/dev/null 2>&1; then
         missing+=("${package_for[$cmd]}")
     fi
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "peers present: $(restic version | head -n1); $(borg --version)"
+    echo "peers present: $(restic version | head -n1); $(borg --version); $(pgbackrest version)"
     exit 0
 fi
 
@@ -26,4 +26,4 @@ echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update
 $sudo apt-get install -y --no-install-recommends "${missing[@]}"
-echo "peers installed: $(restic version | head -n1); $(borg --version)"
+echo "peers installed: $(restic version | head -n1); $(borg --version); $(pgbackrest version)"

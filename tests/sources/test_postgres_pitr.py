@@ -169,6 +169,13 @@ def test_target_outside_the_window_and_unreachable_server_fail_in_one_line(
         assert len(early.stderr.strip().splitlines()) == 1
         late = p.restore("r2", "--to-time", "2999-01-01 00:00:00+00")
         assert late.code == 2 and "outside the restorable window" in late.stderr
+        assert not (p.work / "r2").exists()  # the attempt left nothing to clear
+        busy = p.work / "busy"
+        busy.mkdir()
+        (busy / "keep.txt").write_text("mine")
+        refused = p.restore("busy", "--latest")
+        assert refused.code == 2 and "is not empty" in refused.stderr
+        assert (busy / "keep.txt").read_text() == "mine"
 
         p.sql("CREATE ROLE plain LOGIN")
         plain = p.pg.dsn.replace("user=postgres", "user=plain")

@@ -88,6 +88,8 @@ def test_standby_follows_the_primary_and_after_promote_accepts_writes(tmp_path: 
         policy = tmp_path / "policy.yaml"
         policy.write_text(POLICY.format(vault=p.vault, resource=RESOURCE, dsn=p.pg.dsn))
         p.ok("policy", "apply", policy)
+        # With the policy applied, the connection comes from it.
+        assert p.ok("backup", "postgres", "--resource", RESOURCE, "--json").json()["bytes"] > 0
         (status,) = p.ok("status", "--json").json()
         assert status["resource"] == RESOURCE and status["standby_state"] == "following"
         assert isinstance(status["standby_lag_s"], float)
@@ -141,3 +143,21 @@ def test_expiry_keeps_wal_for_the_oldest_base_backup_and_for_leases(tmp_path: Pa
 
 def test_standby_list_is_empty_without_standbys(tmp_path: Path) -> None:
     assert ok("standby", "list", "--json", env={"REPRIEVE_HOME": str(tmp_path)}).json() == []
+
+
+def test_check_reports_a_timeline_without_its_history_file(tmp_path: Path) -> None:
+    with protected(tmp_path) as p, p.streaming():
+        p.sql("CREATE TABLE t (id int)")
+        p.base_backup()
+        p.wait_archived()
+        assert p.ok("check", "--json").json()["databases"][0]["ok"]
+        stray = tmp_path / "000000020000000000000009"
+        stray.write_bytes(os.urandom(4096))  # as if a promoted copy archived here
+        p.ok("wal", "push", stray, "--resource", RESOURCE, "--spool", tmp_path / "spool")
+
+        check = p.cli("check", "--json")
+
+    assert check.code == 3
+    (db,) = check.json()["databases"]
+    assert db["timeline_conflicts"] == ["timeline 2 has segments but no 00000002.history"]
+    assert db["window"]["earliest"] is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 from types import FrameType
@@ -46,7 +47,8 @@ def resolve_dsn(resource: str, dsn: str | None) -> str:
     from reprieve.catalog.db import open_catalog
     from reprieve.catalog.policies import current
 
-    found = current(open_catalog())
+    with open_catalog() as catalog:
+        found = current(catalog)
     spec = found[1].resources.get(resource) if found else None
     if spec is None or not spec.connection:
         raise UsageError(
@@ -217,8 +219,6 @@ def _spool_options(func: Any) -> Any:
 
 
 def parse_size(text: str) -> int:
-    import re
-
     m = re.fullmatch(r"\s*(\d+)\s*([KMGT]i?B?|B)?\s*", text, re.IGNORECASE)
     if not m:
         raise UsageError(f"{text!r} is not a size like 512MiB or 2GiB")

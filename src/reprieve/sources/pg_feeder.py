@@ -1,7 +1,7 @@
 """Serving WAL from the vault to a recovering cluster, across the OS-user line.
 
 The recovering cluster runs as the database's OS user; its
-``restore_command`` is walhelper.py, which only reads a shared inbox
+``restore_command`` is walfetch.sh, which only reads a shared inbox
 folder. The feeder runs in the reprieve process (restore, or the standby
 follower), reads the vault, and fills the inbox: ahead of replay with
 ``threads`` parallel fetches (prefetch), and on request (``NAME.want``),
@@ -16,6 +16,7 @@ holds is a gap, and restore reports it rather than accept a short recovery.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import shutil
@@ -26,7 +27,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from reprieve.sources import walhelper
-from reprieve.sources.pg_wal import write_atomic
 from reprieve.sources.postgres import chown_to, segment_number
 from reprieve.vault.logs import HISTORY, SEGMENT, LogListing, LogStore
 
@@ -42,20 +42,25 @@ def helper_python() -> str:
     return shutil.which("python3") or sys.executable
 
 
-def install_helper(folder: Path, os_user: str | None) -> Path:
-    """Copy walhelper.py into ``folder`` (made, and owned by ``os_user``)."""
+FETCH_SCRIPT = Path(__file__).with_name("walfetch.sh")
+
+
+def install_helper(folder: Path, os_user: str | None, name: str = "walhelper.py") -> Path:
+    """Copy a helper (walhelper.py or walfetch.sh) into ``folder``, owned by ``os_user``."""
     folder.mkdir(parents=True, exist_ok=True)
     chown_to(folder, os_user)
     folder.chmod(0o700)
-    target = folder / "walhelper.py"
-    shutil.copyfile(walhelper.__file__, target)
+    source = FETCH_SCRIPT if name == FETCH_SCRIPT.name else Path(walhelper.__file__)
+    target = folder / name
+    shutil.copyfile(source, target)
     target.chmod(0o644)
     return target
 
 
-def restore_command(inbox: Path) -> str:
-    helper = inbox / "walhelper.py"
-    return f"{helper_python()} {helper} fetch %f %p {inbox}"
+def install_fetch(inbox: Path, os_user: str | None) -> str:
+    """Prepare the inbox; the restore_command that reads it."""
+    script = install_helper(inbox, os_user, FETCH_SCRIPT.name)
+    return f"/bin/sh {script} %f %p {inbox}"
 
 
 class Feeder:
@@ -78,6 +83,7 @@ class Feeder:
         self.os_user = os_user
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="wal-prefetch")
         self.listing: LogListing = store.listing()
+        self.available = self.listing.available()  # kept: step() runs every few ms
         self.listed_at = time.monotonic()
         self.inflight: dict[str, Future[None]] = {}
         self.fetched: set[str] = set()
@@ -98,11 +104,12 @@ class Feeder:
 
     def _note_listing(self) -> None:
         now = time.time()
-        for name in self.listing.available():
+        for name in self.available:
             self.first_seen.setdefault(name, now)
 
     def refresh(self) -> None:
         self.listing = self.store.listing()
+        self.available = self.listing.available()
         self.listed_at = time.monotonic()
         self._note_listing()
 
@@ -119,9 +126,12 @@ class Feeder:
         else:
             data = self.store.get(name)
         path = self.inbox / name
-        write_atomic(path, data)
-        path.chmod(0o644)
-        chown_to(path, self.os_user)
+        # No fsync: the inbox is a hand-off, and recovery copies the file anyway.
+        tmp = self.inbox / f".tmp-{name}"
+        tmp.write_bytes(data)
+        tmp.chmod(0o644)
+        chown_to(tmp, self.os_user)
+        os.replace(tmp, path)
         with self._lock:
             self.served += 1
             self.bytes += len(data)
@@ -145,41 +155,39 @@ class Feeder:
 
     # -- prefetch ------------------------------------------------------------
 
+    def _following(self) -> list[str]:
+        """Segments from the frontier on, on its timeline (names sort by timeline, then
+        position, so this is one slice of the sorted list)."""
+        if self.frontier is None:
+            return []
+        tli = self.frontier[:8]
+        out = []
+        for name in self.available[bisect.bisect_left(self.available, self.frontier) :]:
+            if name[:8] != tli:
+                break
+            out.append(name)
+        return out
+
     def _ahead(self) -> list[str]:
         """Segments on the frontier's timeline after it, up to ``window`` past the asked."""
         if self.frontier is None:
             return []
-        tli, start = segment_number(self.frontier, self.seg_size)
-        limit = start + self.window
-        if self.newest_asked is not None:
-            limit = segment_number(self.newest_asked, self.seg_size)[1] + self.window
+        newest = self.newest_asked or self.frontier
+        limit = segment_number(newest, self.seg_size)[1] + self.window
         out = []
-        for name in self.listing.available():
-            n_tli, n = segment_number(name, self.seg_size)
-            if n_tli == tli and start <= n <= limit:
-                out.append(name)
+        for name in self._following():
+            if segment_number(name, self.seg_size)[1] > limit:
+                break
+            out.append(name)
         return out
 
-    def prefetch(self, count: int | None = None) -> None:
-        """Fetch up to ``count`` segments from the frontier now, in parallel, and wait."""
-        names = self._ahead() if count is None else self._ahead_n(count)
-        for name in names:
+    def prefetch(self, count: int) -> None:
+        """Fetch the first ``count`` segments from the frontier now, in parallel, and wait."""
+        for name in self._following()[:count]:
             self._submit(name)
         for fut in list(self.inflight.values()):
             fut.result()
         self._reap()
-
-    def _ahead_n(self, count: int) -> list[str]:
-        if self.frontier is None:
-            return []
-        tli, start = segment_number(self.frontier, self.seg_size)
-        names = [
-            name
-            for name in self.listing.available()
-            if segment_number(name, self.seg_size)[0] == tli
-            and segment_number(name, self.seg_size)[1] >= start
-        ]
-        return names[:count]
 
     # -- requests ------------------------------------------------------------
 
@@ -240,16 +248,15 @@ class Feeder:
 
     def gaps(self) -> list[str]:
         """Segments asked for and lacking although the vault holds later ones."""
-        available = self.listing.available()
-        newest = available[-1] if available else None
+        newest = self.available[-1] if self.available else None
         return [m for m in self.missing if newest is not None and m < newest]
 
     def lag_s(self) -> float:
         """Age of the oldest WAL the vault holds that the cluster has not asked for."""
         if self.newest_asked is None:
-            pending = self.listing.available()
+            pending = self.available
         else:
-            pending = [n for n in self.listing.available() if n > self.newest_asked]
+            pending = [n for n in self.available if n > self.newest_asked]
         if not pending:
             return 0.0
         return max(0.0, time.time() - min(self.first_seen.get(n, time.time()) for n in pending))

@@ -5,7 +5,7 @@ Restore, in phases whose sum is the achieved RTO:
 1. **fetch_base**: pick the newest base backup that ends before the target,
    stream its tar from the vault (blobs read in parallel, in order) into
    ``tar -x`` running as the cluster's OS user, and write the recovery
-   settings: ``restore_command`` (walhelper.py reading the inbox the feeder
+   settings: ``restore_command`` (walfetch.sh reading the inbox the feeder
    fills), the target, ``recovery_target_action = 'promote'``, and, so the
    copy can neither block nor pollute the original's archive,
    ``synchronous_standby_names = ''`` and ``archive_mode = off``.
@@ -26,11 +26,14 @@ follower process keeps the inbox fed from the (DR) vault until promote.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import re
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -41,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from reprieve.errors import DamageError, DatabaseError, NotFoundError, UsageError
-from reprieve.sources.pg_feeder import Feeder, install_helper, missing_between, restore_command
+from reprieve.sources.pg_feeder import Feeder, install_fetch, missing_between
 from reprieve.sources.pg_inspect import Window, restorable_window
 from reprieve.sources.postgres import (
     TAR_NAME,
@@ -56,7 +59,7 @@ from reprieve.vault.logs import LogListing, LogStore, lease
 from reprieve.vault.points import Point
 from reprieve.vault.repository import Vault
 
-PREFETCH_SEGMENTS = 16
+PREFETCH_SEGMENTS = 4
 READ_AHEAD_BLOBS = 16
 READERS = 4
 START_TIMEOUT_S = 3600.0
@@ -78,6 +81,10 @@ AUTO_CONF_KEYS = {
     "hot_standby",
     "wal_retrieve_retry_interval",
 }
+
+
+class TargetNotReached(DatabaseError):
+    """Recovery ran out of WAL before the target: the target is past the window."""
 
 
 @dataclass(frozen=True)
@@ -169,27 +176,56 @@ def extract_base(vault: Vault, point: Point, target: Path, os_user: str | None) 
     tar = next((n for n in nodes if n.name == TAR_NAME), None)
     if tar is None:
         raise DamageError(f"point {point.short_id} has no {TAR_NAME.decode()}")
-    proc = subprocess.Popen(
-        ["tar", "-x", "-f", "-", "-C", str(target)],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        **run_as(os_user),
-    )
-    assert proc.stdin is not None and proc.stderr is not None
-    written = 0
-    try:
-        for data in _blobs(vault, tar.content):
-            proc.stdin.write(data)
-            written += len(data)
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    finally:
-        code = proc.wait()
-    if code != 0 or written != tar.size:
-        err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
-        raise DatabaseError(f"extracting the base backup failed: {err[-1] if err else code}")
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            ["tar", "-x", "-f", "-", "-C", str(target)],
+            stdin=subprocess.PIPE,
+            stderr=errors,
+            **run_as(os_user),
+        )
+        assert proc.stdin is not None
+        written = 0
+        done = threading.Event()
+        flusher = threading.Thread(target=_flush_while, args=(target, done), daemon=True)
+        flusher.start()
+        try:
+            for data in _blobs(vault, tar.content):
+                proc.stdin.write(data)
+                written += len(data)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        finally:
+            code = proc.wait()
+            done.set()
+            flusher.join()
+        if code != 0 or written != tar.size:
+            errors.seek(0)
+            lines = errors.read().decode("utf-8", "replace").strip().splitlines()
+            raise DatabaseError(
+                f"extracting the base backup failed: {lines[-1] if lines else f'exit {code}'}"
+            )
     return written
+
+
+def _flush_while(target: Path, done: threading.Event) -> None:
+    """Write the extracted files out to disk while extraction goes on.
+
+    The server fsyncs its whole data folder before recovery starts; files
+    still dirty in memory then cost seconds of nothing but disk writes (1.5 s
+    for 3 GiB, measured). Asking the kernel to write back as we go overlaps
+    that with the decryption and decompression.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        fd = os.open(target, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        while not done.wait(0.5):
+            libc.syncfs(fd)
+    finally:
+        os.close(fd)
 
 
 def prepare_target(target: Path, os_user: str | None) -> None:
@@ -388,11 +424,37 @@ def restore_postgres(
     store = LogStore(vault, resource)
     bases = base_points(vault, resource)
     listing = store.listing()
-    window = restorable_window(store, bases, listing, with_latest=to.kind == "time")
+    # The window's end (a pg_waldump of the newest WAL) is only worked out when
+    # recovery says it did not reach the target: the common case does not pay.
+    window = restorable_window(store, bases, listing, with_latest=False)
     base = choose_base(bases, to, window)
     _check_chain(listing, base, latest=to.kind == "latest")
+    # Checked before anything is written: from here on the folder is ours to discard.
+    prepare_target(target, os_user)
     with lease(vault, resource, _meta(base)["start_wal"]):
-        return _recover(vault, store, base, target, to, port, start, os_user, listen, began)
+        try:
+            return _recover(vault, store, base, target, to, port, start, os_user, listen, began)
+        except TargetNotReached:
+            discard(target)
+            window = restorable_window(store, bases, store.listing(), with_latest=True)
+            raise UsageError(
+                f"{to.value} is outside the restorable window ({window.describe()})"
+            ) from None
+        except BaseException:
+            # A half-recovered folder is of no use and would block a rerun; the
+            # server's log stays beside it (recovery_log).
+            discard(target)
+            raise
+
+
+def recovery_log(target: Path) -> Path:
+    """The log of a restored cluster's server, beside its folder so it outlives a failure."""
+    return target.parent / f"{target.name}.recovery.log"
+
+
+def discard(target: Path) -> None:
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(inbox_for(target), ignore_errors=True)
 
 
 def _recover(
@@ -410,7 +472,6 @@ def _recover(
     asked_at = datetime.now(UTC)
     resource = store.resource
     meta = _meta(base)
-    prepare_target(target, os_user)
     report = Recovery(
         resource,
         base.id,
@@ -420,10 +481,10 @@ def _recover(
     report.base_bytes = extract_base(vault, base, target, os_user)
     inbox = inbox_for(target)
     shutil.rmtree(inbox, ignore_errors=True)
-    install_helper(inbox, os_user)
+    fetch_command = install_fetch(inbox, os_user)
     report.port = port or free_port()
     settings = {
-        "restore_command": restore_command(inbox),
+        "restore_command": fetch_command,
         "recovery_target_action": "promote",
         "recovery_target_timeline": "latest",
         "archive_mode": "off",
@@ -445,7 +506,7 @@ def _recover(
     report.phases["fetch_wal"] = time.monotonic() - mark
 
     mark = time.monotonic()
-    log = ServerLog(target / "reprieve-recovery.log")
+    log = ServerLog(recovery_log(target))
     feeding = feeder.start()
     server = start_server(target, report.port, os_user, log.path)
     try:
@@ -493,6 +554,8 @@ def _wait_for(
             if gaps:
                 raise DamageError(f"WAL segment {gaps[0]} is missing from the vault")
             fatal = log.fatal() or f"exit code {server.returncode}"
+            if "before configured recovery target was reached" in fatal:
+                raise TargetNotReached(fatal)
             raise DatabaseError(f"recovery failed: {fatal} (log: {log.path})")
         if gaps and to.kind == "latest":
             raise DamageError(f"WAL segment {gaps[0]} is missing from the vault")

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from reprieve.errors import DatabaseError, NotFoundError, UsageError
-from reprieve.sources.pg_feeder import Feeder, install_helper, restore_command
+from reprieve.sources.pg_feeder import Feeder, install_fetch
 from reprieve.sources.pg_recover import (
     ServerLog,
     extract_base,
     inbox_for,
     prepare_target,
+    recovery_log,
     socket_dir,
     start_server,
     write_settings,
@@ -103,11 +104,11 @@ def start_standby(
     prepare_target(target, os_user)
     extract_base(vault, base, target, os_user)
     inbox = inbox_for(target)
-    install_helper(inbox, os_user)
+    fetch_command = install_fetch(inbox, os_user)
     write_settings(
         target,
         {
-            "restore_command": restore_command(inbox),
+            "restore_command": fetch_command,
             "recovery_target_timeline": "latest",
             "archive_mode": "off",
             "synchronous_standby_names": "",
@@ -149,7 +150,7 @@ def start_standby(
     state["follower_pid"] = follower.pid
     write_state(state)
     _wait_alive(inbox, follower, log_path)
-    server_log = ServerLog(target / "reprieve-recovery.log")
+    server_log = ServerLog(recovery_log(target))
     server = start_server(target, port, os_user, server_log.path)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -254,7 +255,7 @@ def promote(resource: str) -> dict[str, Any]:
             time.sleep(0.05)
     state.update(state="promoted", promoted=datetime.now(UTC).isoformat())
     write_state(state)
-    log = ServerLog(Path(state["target"]) / "reprieve-recovery.log")
+    log = ServerLog(recovery_log(Path(state["target"])))
     log.read()
     recovered = log.last_commit()
     return {
