@@ -170,6 +170,12 @@ def test_target_outside_the_window_and_unreachable_server_fail_in_one_line(
         late = p.restore("r2", "--to-time", "2999-01-01 00:00:00+00")
         assert late.code == 2 and "outside the restorable window" in late.stderr
         assert not (p.work / "r2").exists()  # the attempt left nothing to clear
+        # Its server log stays beside it, and a new restore there starts a new one.
+        assert "recovery target was reached" in (p.work / "r2.recovery.log").read_text()
+        again = p.restore("r2", "--latest").json()
+        assert again["recovered_to"] is not None
+        with connect_restored(again["port"]) as conn:
+            assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)
         busy = p.work / "busy"
         busy.mkdir()
         (busy / "keep.txt").write_text("mine")

@@ -116,6 +116,16 @@ def test_the_helper_drops_past_its_bound(tmp_path: Path) -> None:
     assert json.loads(record)["file"] == SEGMENTS[1]
 
 
+def test_a_promoted_servers_partial_segment_is_archived(tmp_path: Path) -> None:
+    vault, spool = tmp_path / "vault", tmp_path / "spool"
+    ok("vault", "init", "--vault", vault, *FAST_KDF)
+    path = _wal(tmp_path / "pg_wal", f"{SEGMENTS[2]}.partial")
+
+    assert _push(vault, spool, path).returncode == 0
+
+    assert (vault / "logs" / "db" / path.name).exists()
+
+
 def test_pushing_other_bytes_under_an_archived_name_is_refused(tmp_path: Path) -> None:
     vault, spool = tmp_path / "vault", tmp_path / "spool"
     ok("vault", "init", "--vault", vault, *FAST_KDF)

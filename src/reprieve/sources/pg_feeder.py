@@ -1,13 +1,20 @@
 """Serving WAL from the vault to a recovering cluster, across the OS-user line.
 
 The recovering cluster runs as the database's OS user; its
-``restore_command`` is walfetch.sh, which only reads a shared inbox
-folder. The feeder runs in the reprieve process (restore, or the standby
-follower), reads the vault, and fills the inbox: ahead of replay with
-``threads`` parallel fetches (prefetch), and on request (``NAME.want``),
-answering ``NAME.none`` when the vault has no such file. The helper removes
-each segment once copied, and the feeder keeps at most ``window`` segments
-ahead of the newest one asked for, so the inbox stays small.
+``restore_command`` is walfetch.sh. The feeder runs in the reprieve process
+(restore, or the standby follower), reads the vault, and serves through an
+inbox of two folders::
+
+    INBOX/            reprieve's (group: the database user's): WAL files,
+                      NAME.none answers, feeder.alive (touched every second)
+    INBOX/requests/   the database user's: NAME.want, written by walfetch.sh
+
+so reprieve, possibly root, only ever writes into a folder of its own, and
+only lists and unlinks in the other (which follows no links). Files are
+fetched ahead of replay with ``threads`` parallel fetches (prefetch) and on
+request, and a request the vault cannot answer gets ``NAME.none``. Once a
+segment is asked for, the ones before it are deleted, and at most
+``window`` segments are fetched ahead, so the inbox stays small.
 
 Every segment asked for and every one the vault lacked are recorded: a
 request answered ``none`` for a segment older than the newest one the vault
@@ -19,6 +26,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
+import pwd
 import shutil
 import sys
 import threading
@@ -26,8 +34,9 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from reprieve.errors import UsageError
 from reprieve.sources import walhelper
-from reprieve.sources.postgres import chown_to, segment_number
+from reprieve.sources.postgres import chown_to, segment_number, write_new
 from reprieve.vault.logs import HISTORY, SEGMENT, LogListing, LogStore
 
 POLL_S = 0.005
@@ -45,22 +54,32 @@ def helper_python() -> str:
 FETCH_SCRIPT = Path(__file__).with_name("walfetch.sh")
 
 
-def install_helper(folder: Path, os_user: str | None, name: str = "walhelper.py") -> Path:
-    """Copy a helper (walhelper.py or walfetch.sh) into ``folder``, owned by ``os_user``."""
+def install_helper(folder: Path, os_user: str | None) -> Path:
+    """The archive spool for ``wal setup``: a folder ``os_user`` owns, with walhelper.py."""
     folder.mkdir(parents=True, exist_ok=True)
     chown_to(folder, os_user)
-    folder.chmod(0o700)
-    source = FETCH_SCRIPT if name == FETCH_SCRIPT.name else Path(walhelper.__file__)
-    target = folder / name
-    shutil.copyfile(source, target)
-    target.chmod(0o644)
+    folder.chmod(0o750)
+    target = folder / "walhelper.py"
+    write_new(target, Path(walhelper.__file__).read_bytes(), os_user, 0o644)
     return target
 
 
-def install_fetch(inbox: Path, os_user: str | None) -> str:
-    """Prepare the inbox; the restore_command that reads it."""
-    script = install_helper(inbox, os_user, FETCH_SCRIPT.name)
-    return f"/bin/sh {script} %f %p {inbox}"
+def install_fetch(inbox: Path, os_user: str | None, standby: bool = False) -> str:
+    """Make the inbox (see the module's docstring); the restore_command that reads it."""
+    if inbox.is_symlink():
+        raise UsageError(f"{inbox} is a symbolic link")
+    inbox.mkdir(parents=True, exist_ok=True)
+    inbox.chmod(0o750)
+    if os_user is not None and os.geteuid() == 0:
+        os.chown(inbox, 0, pwd.getpwnam(os_user).pw_gid)
+    requests = inbox / "requests"
+    requests.mkdir(exist_ok=True)
+    chown_to(requests, os_user)
+    requests.chmod(0o700)
+    script = inbox / FETCH_SCRIPT.name
+    write_new(script, FETCH_SCRIPT.read_bytes(), None, 0o644)
+    # A standby waits for WAL that is not there yet; a restore must not end early.
+    return f"/bin/sh {script} %f %p {inbox} {'standby' if standby else 'restore'}"
 
 
 class Feeder:
@@ -77,6 +96,7 @@ class Feeder:
     ) -> None:
         self.store = store
         self.inbox = inbox
+        self.requests = inbox / "requests"
         self.seg_size = seg_size
         self.follow = follow
         self.window = window
@@ -87,6 +107,7 @@ class Feeder:
         self.listed_at = time.monotonic()
         self.inflight: dict[str, Future[None]] = {}
         self.fetched: set[str] = set()
+        self.waiting: set[str] = set()  # requests answered when their fetch completes
         self.asked: list[str] = []
         self.missing: list[str] = []
         self.served = 0
@@ -96,7 +117,6 @@ class Feeder:
         self.first_seen: dict[str, float] = {}
         self.stop = threading.Event()
         self.error: BaseException | None = None
-        self._alive_at = 0.0
         self._lock = threading.Lock()
         self._note_listing()
 
@@ -122,16 +142,14 @@ class Feeder:
 
     def _fetch(self, name: str) -> None:
         if SEGMENT.fullmatch(name):
-            data = self.store.segment(name, self.listing)
+            data = self.store.segment(name, self.listing, self.seg_size)
         else:
             data = self.store.get(name)
-        path = self.inbox / name
         # No fsync: the inbox is a hand-off, and recovery copies the file anyway.
         tmp = self.inbox / f".tmp-{name}"
         tmp.write_bytes(data)
         tmp.chmod(0o644)
-        chown_to(tmp, self.os_user)
-        os.replace(tmp, path)
+        os.replace(tmp, self.inbox / name)
         with self._lock:
             self.served += 1
             self.bytes += len(data)
@@ -150,8 +168,19 @@ class Feeder:
             if fut.done():
                 del self.inflight[name]
                 exc = fut.exception()
+                if exc is not None and self.follow and name in self.waiting:
+                    # A standby asks again a second later: answer "not now".
+                    print(f"reprieve: warning: fetching {name} failed: {exc}", file=sys.stderr)
+                    self.waiting.discard(name)
+                    self.fetched.discard(name)
+                    (self.requests / f"{name}.want").unlink(missing_ok=True)
+                    continue
                 if exc is not None:
                     self.error = exc
+                    continue
+                if name in self.waiting:  # the answer is in place: release walfetch.sh
+                    self.waiting.discard(name)
+                    (self.requests / f"{name}.want").unlink(missing_ok=True)
 
     # -- prefetch ------------------------------------------------------------
 
@@ -191,39 +220,74 @@ class Feeder:
 
     # -- requests ------------------------------------------------------------
 
-    def _answer(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.inbox / f"{name}.want").unlink()
-        if SEGMENT.fullmatch(name):
-            self.asked.append(name)
-            if self.newest_asked is None or name > self.newest_asked:
-                self.newest_asked = name
-                self.frontier = name
-        if (self.inbox / name).exists() or name in self.inflight:
+    def _progress(self, name: str) -> None:
+        if not SEGMENT.fullmatch(name):
             return
-        if not self._has(name) and (self.follow or SEGMENT.fullmatch(name)):
-            self.refresh()
-        # A streamed segment still growing is fetched afresh on each request.
+        self.asked.append(name)
+        if self.newest_asked is None or name > self.newest_asked:
+            self.newest_asked = name
+            self.frontier = name
+            self._drop_before(name)
+
+    def _got(self, name: str) -> None:
+        """walfetch.sh copied ``name``: it and what came before are done with."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.requests / f"{name}.got").unlink()
+        self._progress(name)
+        if SEGMENT.fullmatch(name):
+            with contextlib.suppress(FileNotFoundError):
+                (self.inbox / name).unlink()
+
+    def _answer(self, name: str) -> None:
+        """A request: answered by removing NAME.want once the file or NAME.none is there."""
+        want = self.requests / f"{name}.want"
+        with contextlib.suppress(FileNotFoundError):
+            (self.inbox / f"{name}.none").unlink()  # an answer to an earlier request
+        self._progress(name)
+        if name in self.inflight:
+            self.waiting.add(name)
+            return
+        growing = SEGMENT.fullmatch(name) and name not in self.listing.segments
+        if (self.inbox / name).exists() and not growing:
+            want.unlink(missing_ok=True)
+            return
+        if not self._has(name) or growing:
+            self.refresh()  # it may have arrived since the last listing
         if self._has(name):
+            # A streamed segment still growing is fetched afresh on each request.
+            with contextlib.suppress(FileNotFoundError):
+                (self.inbox / name).unlink()
             self._submit(name, again=True)
+            self.waiting.add(name)
             return
         if SEGMENT.fullmatch(name):
             self.missing.append(name)
-        path = self.inbox / f"{name}.none"
-        path.touch()
-        chown_to(path, self.os_user)
+        (self.inbox / f"{name}.none").touch(0o644)
+        want.unlink(missing_ok=True)
+
+    def _drop_before(self, name: str) -> None:
+        """Recovery reads forward: segments before the one asked for are done with."""
+        for entry in os.scandir(self.inbox):
+            if SEGMENT.fullmatch(entry.name) and entry.name[8:] < name[8:]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+    def _beat(self) -> None:
+        """feeder.alive, on a thread of its own: a slow vault listing must not look
+        like a dead feeder to walfetch.sh."""
+        alive = self.inbox / walhelper.ALIVE
+        while not self.stop.is_set():
+            alive.touch(0o644)
+            self.stop.wait(ALIVE_EVERY_S)
 
     def step(self) -> None:
         now = time.monotonic()
-        if now - self._alive_at >= ALIVE_EVERY_S:
-            alive = self.inbox / walhelper.ALIVE
-            alive.touch()
-            chown_to(alive, self.os_user)
-            self._alive_at = now
         if self.follow and now - self.listed_at >= 1.0:
             self.refresh()
-        for entry in os.scandir(self.inbox):
-            if entry.name.endswith(".want"):
+        for entry in sorted(os.scandir(self.requests), key=lambda e: e.name):
+            if entry.name.endswith(".got"):
+                self._got(entry.name[: -len(".got")])
+            elif entry.name.endswith(".want") and entry.name[:-5] not in self.waiting:
                 self._answer(entry.name[: -len(".want")])
         self._reap()
         for name in self._ahead():
@@ -231,7 +295,13 @@ class Feeder:
                 continue  # a growing segment is served only when asked for
             self._submit(name)
 
+    def beat(self) -> threading.Thread:
+        beating = threading.Thread(target=self._beat, name="wal-feeder-alive", daemon=True)
+        beating.start()
+        return beating
+
     def run(self) -> None:
+        beating = self.beat()
         try:
             while not self.stop.is_set():
                 self.step()
@@ -239,6 +309,8 @@ class Feeder:
         except BaseException as exc:  # reported by the owner, which stops the cluster
             self.error = exc
         finally:
+            self.stop.set()
+            beating.join()
             self.pool.shutdown(wait=True, cancel_futures=True)
 
     def start(self) -> threading.Thread:

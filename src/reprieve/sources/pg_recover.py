@@ -54,7 +54,9 @@ from reprieve.sources.postgres import (
     pg_tool,
     run_as,
     segment_number,
+    write_new,
 )
+from reprieve.vault.locks import LockKind, VaultLock
 from reprieve.vault.logs import LogListing, LogStore, lease
 from reprieve.vault.points import Point
 from reprieve.vault.repository import Vault
@@ -62,7 +64,7 @@ from reprieve.vault.repository import Vault
 PREFETCH_SEGMENTS = 4
 READ_AHEAD_BLOBS = 16
 READERS = 4
-START_TIMEOUT_S = 3600.0
+STALL_S = 600.0
 AUTO_CONF_KEYS = {
     "restore_command",
     "recovery_target_time",
@@ -192,10 +194,14 @@ def extract_base(vault: Vault, point: Point, target: Path, os_user: str | None) 
             for data in _blobs(vault, tar.content):
                 proc.stdin.write(data)
                 written += len(data)
-            proc.stdin.close()
         except BrokenPipeError:
             pass
+        except BaseException:
+            proc.kill()  # a read failed: tar must not wait for the rest
+            raise
         finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
             code = proc.wait()
             done.set()
             flusher.join()
@@ -249,21 +255,21 @@ def prepare_target(target: Path, os_user: str | None) -> None:
 def write_settings(target: Path, settings: dict[str, str], os_user: str | None) -> None:
     """Set keys in postgresql.auto.conf (read last, so they win), dropping old values."""
     auto = target / "postgresql.auto.conf"
-    lines = auto.read_text().splitlines() if auto.exists() else []
+    lines = []
+    if auto.is_file() and not auto.is_symlink():
+        lines = auto.read_text().splitlines()
     keep = [ln for ln in lines if ln.split("=", 1)[0].strip() not in AUTO_CONF_KEYS]
     for key, value in settings.items():
         keep.append(f"{key} = '{value.replace(chr(39), chr(39) * 2)}'")
-    auto.write_text("\n".join(keep) + "\n")
+    # The folder is the database user's: files are made afresh, never written through.
+    write_new(auto, ("\n".join(keep) + "\n").encode(), os_user)
     # Debian keeps postgresql.conf and pg_hba.conf outside the data folder.
     conf = target / "postgresql.conf"
     if not conf.exists():
-        conf.write_text("# written by reprieve restore; the original lived elsewhere\n")
+        write_new(conf, b"# written by reprieve restore; the original lived elsewhere\n", os_user)
     hba = target / "pg_hba.conf"
     if not hba.exists():
-        hba.write_text("local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n")
-    for path in (auto, conf, hba):
-        chown_to(path, os_user)
-        path.chmod(0o600)
+        write_new(hba, b"local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n", os_user)
 
 
 def free_port() -> int:
@@ -317,8 +323,8 @@ class ServerLog:
 def start_server(
     target: Path, port: int, os_user: str | None, log: Path
 ) -> subprocess.Popen[bytes]:
-    log.touch()
-    chown_to(log, os_user)
+    # A fresh log: the recovery is read from it, and an old one would answer early.
+    write_new(log, b"", os_user, 0o640)
     with open(log, "ab") as out:
         return subprocess.Popen(
             [
@@ -422,29 +428,36 @@ def restore_postgres(
     began = time.monotonic()
     target = target.absolute()
     store = LogStore(vault, resource)
-    bases = base_points(vault, resource)
-    listing = store.listing()
-    # The window's end (a pg_waldump of the newest WAL) is only worked out when
-    # recovery says it did not reach the target: the common case does not pay.
-    window = restorable_window(store, bases, listing, with_latest=False)
-    base = choose_base(bases, to, window)
-    _check_chain(listing, base, latest=to.kind == "latest")
-    # Checked before anything is written: from here on the folder is ours to discard.
-    prepare_target(target, os_user)
-    with lease(vault, resource, _meta(base)["start_wal"]):
-        try:
-            return _recover(vault, store, base, target, to, port, start, os_user, listen, began)
-        except TargetNotReached:
-            discard(target)
-            window = restorable_window(store, bases, store.listing(), with_latest=True)
-            raise UsageError(
-                f"{to.value} is outside the restorable window ({window.describe()})"
-            ) from None
-        except BaseException:
-            # A half-recovered folder is of no use and would block a rerun; the
-            # server's log stays beside it (recovery_log).
-            discard(target)
-            raise
+    # Shared lock: no prune may remove the base's packs while they are read.
+    with VaultLock(vault.backend, LockKind.SHARED, "restore"):
+        bases = base_points(vault, resource)
+        if not bases:
+            raise NotFoundError(f"no base backup of {resource!r} in this vault")
+        # The lease goes up before WAL is listed, from the oldest base's start, and
+        # moves forward once the base is chosen: expiry never races the choice.
+        with lease(vault, resource, min(_meta(p)["start_wal"] for p in bases)) as held:
+            listing = store.listing()
+            # The window's end (a pg_waldump of the newest WAL) is only worked out
+            # when recovery says it did not reach the target: the usual case does not pay.
+            window = restorable_window(store, bases, listing, with_latest=False)
+            base = choose_base(bases, to, window)
+            _check_chain(listing, base, latest=to.kind == "latest")
+            held.move(_meta(base)["start_wal"])
+            # Checked before anything is written: from here on the folder is ours.
+            prepare_target(target, os_user)
+            try:
+                return _recover(vault, store, base, target, to, port, start, os_user, listen, began)
+            except TargetNotReached:
+                discard(target)
+                window = restorable_window(store, bases, store.listing(), with_latest=True)
+                raise UsageError(
+                    f"{to.value} is outside the restorable window ({window.describe()})"
+                ) from None
+            except BaseException:
+                # A half-recovered folder is of no use and would block a rerun; the
+                # server's log stays beside it (recovery_log).
+                discard(target)
+                raise
 
 
 def recovery_log(target: Path) -> Path:
@@ -495,8 +508,7 @@ def _recover(
         **to.settings(),
     }
     write_settings(target, settings, os_user)
-    (target / "recovery.signal").touch()
-    chown_to(target / "recovery.signal", os_user)
+    write_new(target / "recovery.signal", b"", os_user)
     report.phases["fetch_base"] = time.monotonic() - began
 
     mark = time.monotonic()
@@ -515,6 +527,8 @@ def _recover(
         mark = time.monotonic()
         _wait_for(log, server, feeder, "database system is ready to accept connections", to)
         report.phases["promote"] = time.monotonic() - mark
+        if to.kind == "latest" and feeder.gaps():  # asked for just before redo ended
+            raise DamageError(f"WAL segment {feeder.gaps()[0]} is missing from the vault")
     except BaseException:
         stop_server(target, os_user)
         if server.poll() is None:
@@ -542,14 +556,22 @@ def _recover(
 def _wait_for(
     log: ServerLog, server: subprocess.Popen[bytes], feeder: Feeder, pattern: str, to: Target
 ) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
+    """Until the log shows ``pattern``; a gap or a stalled recovery is an error.
+
+    There is no limit on a recovery that moves: only ``STALL_S`` without a new
+    log line or a WAL file served stops it.
+    """
+    moved = time.monotonic()
+    seen = (0, 0)
+    while True:
         text = log.read()
-        if re.search(pattern, text):
-            return
-        gaps = feeder.gaps()
         if feeder.error is not None:
             raise DatabaseError(f"serving WAL failed: {feeder.error}")
+        gaps = feeder.gaps()
+        if gaps and to.kind == "latest":
+            raise DamageError(f"WAL segment {gaps[0]} is missing from the vault")
+        if re.search(pattern, text):
+            return
         if server.poll() is not None:
             if gaps:
                 raise DamageError(f"WAL segment {gaps[0]} is missing from the vault")
@@ -557,7 +579,9 @@ def _wait_for(
             if "before configured recovery target was reached" in fatal:
                 raise TargetNotReached(fatal)
             raise DatabaseError(f"recovery failed: {fatal} (log: {log.path})")
-        if gaps and to.kind == "latest":
-            raise DamageError(f"WAL segment {gaps[0]} is missing from the vault")
+        now = time.monotonic()
+        if (len(text), feeder.served) != seen:
+            seen, moved = (len(text), feeder.served), now
+        elif now - moved > STALL_S:
+            raise DatabaseError(f"recovery made no progress for {STALL_S:.0f} s (log: {log.path})")
         time.sleep(0.01)
-    raise DatabaseError(f"recovery did not finish within {START_TIMEOUT_S:.0f} s (log: {log.path})")

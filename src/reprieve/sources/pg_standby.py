@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reprieve.errors import DatabaseError, NotFoundError, UsageError
+from reprieve.errors import DatabaseError, NotFoundError, ReprieveError, UsageError
 from reprieve.sources.pg_feeder import Feeder, install_fetch
 from reprieve.sources.pg_recover import (
     ServerLog,
@@ -36,11 +36,12 @@ from reprieve.sources.pg_recover import (
     recovery_log,
     socket_dir,
     start_server,
+    stop_server,
     write_settings,
 )
 from reprieve.sources.pg_wal import reprieve_home, write_atomic
-from reprieve.sources.postgres import base_points, chown_to, pg_tool, run_as
-from reprieve.vault.logs import LogStore, lease
+from reprieve.sources.postgres import base_points, pg_tool, run_as, write_new
+from reprieve.vault.logs import Lease, LogStore, lease
 from reprieve.vault.repository import Vault
 
 READY_TIMEOUT_S = 600.0
@@ -104,7 +105,7 @@ def start_standby(
     prepare_target(target, os_user)
     extract_base(vault, base, target, os_user)
     inbox = inbox_for(target)
-    fetch_command = install_fetch(inbox, os_user)
+    fetch_command = install_fetch(inbox, os_user, standby=True)
     write_settings(
         target,
         {
@@ -120,8 +121,7 @@ def start_standby(
         },
         os_user,
     )
-    (target / "standby.signal").touch()
-    chown_to(target / "standby.signal", os_user)
+    write_new(target / "standby.signal", b"", os_user)
     state: dict[str, Any] = {
         "resource": resource,
         "vault": location,
@@ -149,25 +149,36 @@ def start_standby(
         )
     state["follower_pid"] = follower.pid
     write_state(state)
-    _wait_alive(inbox, follower, log_path)
-    server_log = ServerLog(recovery_log(target))
-    server = start_server(target, port, os_user, server_log.path)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        text = server_log.read()
-        if "consistent recovery state reached" in text:
-            break
-        if server.poll() is not None or follower.poll() is not None:
-            follower.terminate()
-            raise DatabaseError(
-                f"standby did not start: {server_log.fatal() or 'see ' + str(server_log.path)}"
-            )
-        time.sleep(0.05)
-    else:
-        raise DatabaseError(f"standby not consistent within {READY_TIMEOUT_S:.0f} s")
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_alive(inbox, follower, log_path)
+        server_log = ServerLog(recovery_log(target))
+        server = start_server(target, port, os_user, server_log.path)
+        _wait_consistent(server_log, server, follower)
+    except BaseException:
+        # Nothing half-started is left running: neither the follower nor the server.
+        follower.terminate()
+        if server is not None:
+            stop_server(target, os_user)
+        state["state"] = "failed"
+        write_state(state)
+        raise
     state.update(state="following", postgres_pid=server.pid)
     write_state(state)
     return state
+
+
+def _wait_consistent(
+    log: ServerLog, server: subprocess.Popen[bytes], follower: subprocess.Popen[bytes]
+) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if "consistent recovery state reached" in log.read():
+            return
+        if server.poll() is not None or follower.poll() is not None:
+            raise DatabaseError(f"standby did not start: {log.fatal() or 'see ' + str(log.path)}")
+        time.sleep(0.05)
+    raise DatabaseError(f"standby not consistent within {READY_TIMEOUT_S:.0f} s")
 
 
 def _wait_alive(inbox: Path, follower: subprocess.Popen[bytes], log: Path) -> None:
@@ -200,20 +211,29 @@ def follow(vault: Vault, resource: str) -> None:
         follow=True,
         os_user=state.get("os_user"),
     )
-    with lease(vault, resource, state["start_wal"]):
-        _follow(feeder, resource, lambda: stopping)
+    with lease(vault, resource, state["start_wal"]) as held:
+        _follow(feeder, held, resource, lambda: stopping)
 
 
-def _follow(feeder: Feeder, resource: str, stopping: Callable[[], bool]) -> None:
+def _follow(feeder: Feeder, held: Lease, resource: str, stopping: Callable[[], bool]) -> None:
     noted = 0.0
+    beating = feeder.beat()
     try:
         while not stopping():
-            feeder.step()
+            try:
+                feeder.step()
+            except ReprieveError as exc:
+                # The vault will be back; the standby keeps what it has meanwhile.
+                print(f"reprieve: warning: {exc}", file=sys.stderr, flush=True)
+                time.sleep(1.0)
             if feeder.error is not None:
                 raise feeder.error
             now = time.monotonic()
             if now - noted >= STATE_EVERY_S:
                 noted = now
+                if feeder.newest_asked is not None:
+                    with contextlib.suppress(ReprieveError):
+                        held.move(feeder.newest_asked)
                 progress = {
                     "lag_s": round(feeder.lag_s(), 3),
                     "replayed_wal": feeder.newest_asked,
@@ -223,6 +243,8 @@ def _follow(feeder: Feeder, resource: str, stopping: Callable[[], bool]) -> None
                 write_atomic(_lag_path(resource), json.dumps(progress).encode())
             time.sleep(0.005)
     finally:
+        feeder.stop.set()
+        beating.join()
         feeder.pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -52,9 +52,12 @@ def default_spool(resource: str) -> Path:
     return reprieve_home() / "spool" / resource
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     tmp = path.with_name(f"{TMP}{path.name}")
-    with open(tmp, "wb") as f:
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -101,7 +104,7 @@ class Spool:
             self.record_drop(name, f"spool full ({self.used()} of {self.limit} bytes)")
             return False
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             write_atomic(self.folder / name, data)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -208,17 +211,29 @@ class Shipper:
         return sent
 
     def _piece(self, path: Path, segment: str) -> int:
+        """Ship what was written to the segment since the last piece.
+
+        The file is read twice from the last piece's end, and only what both reads
+        agree on goes: a read racing pg_receivewal's write can see a later page
+        written before an earlier one, and a piece, once stored, never changes.
+        Trailing zeros are left for the next piece (restore pads with zeros).
+        """
         if segment in self.whole:
             return 0
+        start = self.shipped.get(segment, 0)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                f.seek(start)
+                first = f.read()
+                f.seek(start)
+                second = f.read(len(first))
         except FileNotFoundError:
             return 0
-        end = len(data.rstrip(b"\0"))
-        start = self.shipped.get(segment, 0)
-        if end <= start:
+        data = first[: _agreed(first, second)].rstrip(b"\0")
+        if not data:
             return 0
-        self.store.put(piece_name(segment, start, end), data[start:end])
+        end = start + len(data)
+        self.store.put(piece_name(segment, start, end), data)
         self.shipped[segment] = end
         self.pieces_sent += 1
         return 1
@@ -232,6 +247,18 @@ class Shipper:
             if m and m["seg"] == segment:
                 with contextlib.suppress(ReprieveError):
                     self.store.delete(name)
+
+
+def _agreed(a: bytes, b: bytes) -> int:
+    """Length of the common prefix of two reads."""
+    if a == b:
+        return len(a)
+    limit, block, i = min(len(a), len(b)), 1 << 16, 0
+    while i < limit and a[i : i + block] == b[i : i + block]:
+        i += block
+    while i < limit and a[i] == b[i]:
+        i += 1
+    return i
 
 
 class Streamer:

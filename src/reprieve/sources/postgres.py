@@ -17,6 +17,7 @@ are what restore and ``check`` reason with.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -88,8 +89,30 @@ def default_os_user() -> str | None:
 
 
 def chown_to(path: Path, user: str | None) -> None:
+    """Give a folder reprieve just made to ``user`` (refusing one that is a link)."""
     if user is not None and os.geteuid() == 0:
+        if path.is_symlink():
+            raise UsageError(f"{path} is a symbolic link; give a real folder")
         shutil.chown(path, user, user)
+
+
+def write_new(path: Path, data: bytes, user: str | None, mode: int = 0o600) -> None:
+    """Create ``path`` afresh and hand it to ``user``.
+
+    Run as root into folders the database's OS user can write, so never
+    through what might be there already: whatever is at the name is removed
+    (a link, not its target), and the file is made with O_EXCL|O_NOFOLLOW and
+    changed through its descriptor.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        if user is not None and os.geteuid() == 0:
+            entry = pwd.getpwnam(user)
+            os.fchown(f.fileno(), entry.pw_uid, entry.pw_gid)
+        os.fchmod(f.fileno(), mode)
 
 
 # -- the server --------------------------------------------------------------

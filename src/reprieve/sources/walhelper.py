@@ -35,7 +35,7 @@ def _fsync_dir(folder: str) -> None:
 
 def push(path: str, spool: str, limit: int) -> int:
     name = os.path.basename(path)
-    os.makedirs(spool, exist_ok=True)
+    os.makedirs(spool, mode=0o750, exist_ok=True)
     if os.path.exists(os.path.join(spool, name)):
         return 0
     size = os.path.getsize(path)
@@ -57,6 +57,7 @@ def push(path: str, spool: str, limit: int) -> int:
         return 0
     tmp = os.path.join(spool, f".tmp-{name}")
     shutil.copyfile(path, tmp)
+    os.chmod(tmp, 0o640)  # WAL is the database's data: not for every user
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(spool, name))

@@ -25,6 +25,7 @@ crash. Once the whole segment arrives, its pieces are no longer read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -38,19 +39,22 @@ from datetime import UTC, datetime, timedelta
 
 import zstandard
 
-from reprieve.errors import DamageError, NotFoundError, RefusedError, UsageError
+from reprieve.errors import DamageError, NotFoundError, RefusedError, ReprieveError, UsageError
 from reprieve.vault.repository import Vault
 
 SEGMENT = re.compile(r"[0-9A-F]{24}")
 HISTORY = re.compile(r"[0-9A-F]{8}\.history")
 BACKUP_LABEL = re.compile(r"[0-9A-F]{24}\.[0-9A-F]{8}\.backup")
 PIECE = re.compile(r"(?P<seg>[0-9A-F]{24})\.partial\.(?P<start>[0-9a-f]{8})-(?P<end>[0-9a-f]{8})")
+# A promoted server archives the last segment of its old timeline under this name.
+ARCHIVED_PARTIAL = re.compile(r"[0-9A-F]{24}\.partial")
 SEGMENT_SIZE = 16 * 1024 * 1024
 _STORED, _ZSTD = 0, 1
 
 
 def is_log_name(name: str) -> bool:
-    return any(p.fullmatch(name) for p in (SEGMENT, HISTORY, BACKUP_LABEL, PIECE))
+    patterns = (SEGMENT, HISTORY, BACKUP_LABEL, PIECE, ARCHIVED_PARTIAL)
+    return any(p.fullmatch(name) for p in patterns)
 
 
 def piece_name(segment: str, start: int, end: int) -> str:
@@ -83,9 +87,17 @@ class LogListing:
         return end
 
     def available(self) -> list[str]:
-        """Segment names restore can serve: whole ones, and streamed ones with bytes."""
+        """Segment names restore can serve: whole ones, and the segment still being
+        streamed, the newest of its timeline. A segment older than that which only
+        ever arrived in pieces was cut short (its streamer lost it): not served, so
+        that `check` and restore call it the gap it is."""
         names = set(self.segments)
-        names.update(s for s in self.pieces if self.partial_end(s) > 0)
+        newest: dict[str, str] = {}
+        for name in names:
+            newest[name[:8]] = max(newest.get(name[:8], name), name)
+        for seg in self.pieces:
+            if self.partial_end(seg) > 0 and seg not in names and seg >= newest.get(seg[:8], seg):
+                names.add(seg)
         return sorted(names)
 
 
@@ -96,6 +108,9 @@ class LogStore:
         self.vault = vault
         self.resource = resource
         self.prefix = f"logs/{resource}/"
+        self._cache: dict[str, bytes] = {}
+        self._cached_segment = ""
+        self._cache_lock = threading.Lock()
 
     def _aad(self, name: str) -> bytes:
         return f"log/{self.resource}/{name}".encode()
@@ -168,8 +183,12 @@ class LogStore:
             pieces.sort(key=lambda p: (p.start, p.end))
         return listing
 
-    def segment(self, name: str, listing: LogListing | None = None) -> bytes:
-        """A whole segment, or one assembled from its streamed pieces."""
+    def segment(
+        self, name: str, listing: LogListing | None = None, size: int | None = None
+    ) -> bytes:
+        """A whole segment, or one assembled from its streamed pieces: ``size`` bytes
+        (the cluster's segment size; by default read from the segment's first page
+        header), zeros after what was written."""
         if listing is None:
             try:  # the common case, one request: the segment arrived whole
                 return self.get(name)
@@ -180,18 +199,47 @@ class LogStore:
         end = listing.partial_end(name)
         if end == 0:
             raise NotFoundError(f"WAL segment {name} of {self.resource} is not in the vault")
-        data = bytearray(SEGMENT_SIZE)
+        bodies = []
         for piece in listing.pieces[name]:
             if piece.start >= end:
                 break
-            body = self.get(piece.name)
+            body = self._piece(piece.name)
             if len(body) != piece.end - piece.start:
                 raise DamageError(f"log {self.resource}/{piece.name} has the wrong length")
-            data[piece.start : piece.end] = body
+            bodies.append((piece.start, body))
+        data = bytearray(size or _segment_size(bodies[0][1]))
+        for start, body in bodies:
+            data[start : start + len(body)] = body
         return bytes(data)
+
+    def _piece(self, name: str) -> bytes:
+        """Pieces never change: a standby asking for the growing segment every second
+        fetches only the new ones. Kept for the newest segment only."""
+        segment = name[:24]
+        with self._cache_lock:
+            if self._cached_segment != segment:
+                self._cache.clear()
+                self._cached_segment = segment
+            found = self._cache.get(name)
+        if found is None:
+            found = self.get(name)
+            with self._cache_lock:
+                if self._cached_segment == segment:
+                    self._cache[name] = found
+        return found
 
     def delete(self, name: str) -> None:
         self.vault.backend.delete(self.prefix + name)
+
+
+def _segment_size(first: bytes) -> int:
+    """xlp_seg_size from a segment's long page header (offset 32, little-endian on the
+    platforms PostgreSQL runs on here); 16 MiB if it does not look like one."""
+    if len(first) >= 36:
+        size = int.from_bytes(first[32:36], "little")
+        if size >= 1 << 20 and size & (size - 1) == 0 and size <= 1 << 30:
+            return size
+    return SEGMENT_SIZE
 
 
 def resources_with_logs(vault: Vault) -> list[str]:
@@ -214,39 +262,56 @@ def _position(name: str) -> str:
     return name[8:24]
 
 
-@contextmanager
-def lease(vault: Vault, resource: str, first_wal: str) -> Iterator[None]:
-    """Hold ``leases/<resource>/<id>`` while reading WAL from ``first_wal`` on.
+class Lease:
+    """``leases/<resource>/<id>``: WAL from ``first_wal`` on is being read.
 
     Expiry keeps every WAL file at or after the oldest live lease's start, so a
     restore, drill or standby never loses what it is about to read. A lease
-    names its end; it is renewed while held, and one left by a killed process
-    stops counting an hour later.
+    names its end and is renewed while held; one left by a killed process
+    stops counting an hour later. A standby moves its lease forward as it
+    replays, so it does not hold WAL back for ever.
     """
-    name = f"leases/{resource}/{secrets.token_hex(8)}"
-    stop = threading.Event()
 
-    def write() -> None:
+    def __init__(self, vault: Vault, resource: str, first_wal: str) -> None:
+        self.vault = vault
+        self.name = f"leases/{resource}/{secrets.token_hex(8)}"
+        self.first_wal = first_wal
+        self.stop = threading.Event()
+
+    def write(self) -> None:
         body = {
-            "from": first_wal,
+            "from": self.first_wal,
             "until": (datetime.now(UTC) + LEASE_SPAN).isoformat(),
             "by": f"{socket.gethostname()}:{os.getpid()}",
         }
-        vault.backend.put(name, json.dumps(body).encode())
+        self.vault.backend.put(self.name, json.dumps(body).encode())
 
-    def renew() -> None:
-        while not stop.wait(LEASE_REFRESH_S):
-            write()
+    def move(self, first_wal: str) -> None:
+        if _position(first_wal) > _position(self.first_wal):
+            self.first_wal = first_wal
+            self.write()
 
-    write()
-    renewer = threading.Thread(target=renew, name="wal-lease", daemon=True)
+    def _renew(self) -> None:
+        while not self.stop.wait(LEASE_REFRESH_S):
+            # A failed renewal is tried again next time; the lease has an hour.
+            with contextlib.suppress(ReprieveError):
+                self.write()
+
+
+@contextmanager
+def lease(vault: Vault, resource: str, first_wal: str) -> Iterator[Lease]:
+    """Hold a :class:`Lease` for the duration of the block."""
+    held = Lease(vault, resource, first_wal)
+    held.write()
+    renewer = threading.Thread(target=held._renew, name="wal-lease", daemon=True)
     renewer.start()
     try:
-        yield
+        yield held
     finally:
-        stop.set()
+        held.stop.set()
         renewer.join()
-        vault.backend.delete(name)
+        with contextlib.suppress(ReprieveError):
+            vault.backend.delete(held.name)
 
 
 def leased_from(vault: Vault, resource: str) -> str | None:
@@ -303,17 +368,43 @@ def delete_logs(vault: Vault, expired: Mapping[str, Collection[str]]) -> int:
 
 
 def copy_logs(src: LogStore, dst: LogStore, threads: int = 4) -> tuple[int, int]:
-    """Send every log file ``dst`` lacks, re-encrypted under its key: (files, bytes)."""
+    """Send the log files ``dst`` lacks, re-encrypted under its key: (files, bytes).
+
+    Skipped: pieces of segments the source holds whole, files that vanish
+    while copying (pieces a streamer just replaced), and files behind the
+    target's oldest base backup, which its expiry already let go.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     have = {name for name, _ in dst.names()}
-    wanted = [name for name, _ in src.names() if name not in have]
+    listing = src.listing()
+    floor = _oldest_base_start(dst)
+    wanted = []
+    for name, _ in src.names():
+        m = PIECE.fullmatch(name)
+        if name in have or (m and m["seg"] in listing.segments):
+            continue
+        if floor is not None and not HISTORY.fullmatch(name) and _position(name) < floor:
+            continue
+        wanted.append(name)
 
     def one(name: str) -> int:
-        data = src.get(name)
+        try:
+            data = src.get(name)
+        except NotFoundError:
+            return -1
         dst.put(name, data)
         return len(data)
 
     with ThreadPoolExecutor(threads, thread_name_prefix="log-copy") as pool:
-        sizes = list(pool.map(one, wanted))
+        sizes = [n for n in pool.map(one, wanted) if n >= 0]
     return len(sizes), sum(sizes)
+
+
+def _oldest_base_start(store: LogStore) -> str | None:
+    starts = [
+        str(p.stats["postgres"]["start_wal"])
+        for p in store.vault.points(store.resource)
+        if p.kind == "postgres" and p.stats.get("postgres")
+    ]
+    return min((_position(s) for s in starts), default=None)
