@@ -263,20 +263,8 @@ def bench(work: Path, scale: int, seconds: int) -> dict[str, Any]:
 
     try:
         time.sleep(2)
-        measure(
-            "full_backup",
-            "reprieve",
-            [
-                *reprieve,
-                "backup",
-                "postgres",
-                "--resource",
-                RESOURCE,
-                "--dsn",
-                cluster.dsn,
-                "--json",
-            ],
-        )
+        backup = [*reprieve, "backup", "postgres", "--resource", RESOURCE, "--dsn", cluster.dsn]
+        measure("full_backup", "reprieve", [*backup, "--json"])
         measure("full_backup", "pgbackrest", as_pg([*pgbr, "--type=full", "backup"]))
         pgbench = as_pg(
             [
@@ -298,20 +286,7 @@ def bench(work: Path, scale: int, seconds: int) -> dict[str, Any]:
         time.sleep(1)
         run(pgbench)
         cluster.sql("SELECT pg_switch_wal()")
-        measure(
-            "second_backup",
-            "reprieve",
-            [
-                *reprieve,
-                "backup",
-                "postgres",
-                "--resource",
-                RESOURCE,
-                "--dsn",
-                cluster.dsn,
-                "--json",
-            ],
-        )
+        measure("second_backup", "reprieve", [*backup, "--json"])
         measure("second_backup", "pgbackrest", as_pg([*pgbr, "--type=incr", "backup"]))
         time.sleep(2)  # the streamer ships the last piece
         when = target.isoformat(sep=" ")
