@@ -174,7 +174,10 @@ def restore_postgres(
     if len(given) + int(latest) != 1:
         raise UsageError("give exactly one of --to-time, --to-lsn, --to-xid, --latest")
     to = Target(*given[0]) if given else Target("latest")
-    report = restore_postgres(vault, resource, target, to, port, start, _os_user(os_user), listen)
+    progress = progress_for(as_json, f"restore {resource}")
+    report = restore_postgres(
+        vault, resource, target, to, port, start, _os_user(os_user), listen, progress
+    )
     doc = report.to_json()
     record_action(
         [vault],

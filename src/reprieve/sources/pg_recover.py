@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reprieve.engine.progress import Progress
 from reprieve.errors import DamageError, DatabaseError, NotFoundError, UsageError
 from reprieve.sources.pg_feeder import Feeder, install_fetch, missing_between
 from reprieve.sources.pg_inspect import Window, restorable_window
@@ -173,7 +174,13 @@ def _blobs(vault: Vault, ids: list[bytes]) -> Iterator[bytes]:
             yield data
 
 
-def extract_base(vault: Vault, point: Point, target: Path, os_user: str | None) -> int:
+def extract_base(
+    vault: Vault,
+    point: Point,
+    target: Path,
+    os_user: str | None,
+    progress: Progress | None = None,
+) -> int:
     nodes = vault.read_tree(point.tree)
     tar = next((n for n in nodes if n.name == TAR_NAME), None)
     if tar is None:
@@ -191,9 +198,13 @@ def extract_base(vault: Vault, point: Point, target: Path, os_user: str | None) 
         flusher = threading.Thread(target=_flush_while, args=(target, done), daemon=True)
         flusher.start()
         try:
+            if progress is not None:
+                progress.start("restore base backup", tar.size)
             for data in _blobs(vault, tar.content):
                 proc.stdin.write(data)
                 written += len(data)
+                if progress is not None:
+                    progress.advance(len(data))
         except BrokenPipeError:
             pass
         except BaseException:
@@ -205,6 +216,8 @@ def extract_base(vault: Vault, point: Point, target: Path, os_user: str | None) 
             code = proc.wait()
             done.set()
             flusher.join()
+            if progress is not None:
+                progress.finish()
         if code != 0 or written != tar.size:
             errors.seek(0)
             lines = errors.read().decode("utf-8", "replace").strip().splitlines()
@@ -424,6 +437,7 @@ def restore_postgres(
     start: bool = False,
     os_user: str | None = None,
     listen: str = "127.0.0.1",
+    progress: Progress | None = None,
 ) -> Recovery:
     began = time.monotonic()
     target = target.absolute()
@@ -446,7 +460,9 @@ def restore_postgres(
             # Checked before anything is written: from here on the folder is ours.
             prepare_target(target, os_user)
             try:
-                return _recover(vault, store, base, target, to, port, start, os_user, listen, began)
+                return _recover(
+                    vault, store, base, target, to, port, start, os_user, listen, began, progress
+                )
             except TargetNotReached:
                 discard(target)
                 window = restorable_window(store, bases, store.listing(), with_latest=True)
@@ -481,6 +497,7 @@ def _recover(
     os_user: str | None,
     listen: str,
     began: float,
+    progress: Progress | None,
 ) -> Recovery:
     asked_at = datetime.now(UTC)
     resource = store.resource
@@ -491,7 +508,7 @@ def _recover(
         to.value if to.kind != "latest" else asked_at.isoformat(),
         target=str(target),
     )
-    report.base_bytes = extract_base(vault, base, target, os_user)
+    report.base_bytes = extract_base(vault, base, target, os_user, progress)
     inbox = inbox_for(target)
     shutil.rmtree(inbox, ignore_errors=True)
     fetch_command = install_fetch(inbox, os_user)
