@@ -135,24 +135,25 @@ def test_missing_wal_is_reported_by_check_and_by_a_restore_that_needs_it(
 
 
 def test_restore_from_the_dr_vault_alone(tmp_path: Path) -> None:
-    with protected(tmp_path) as p, p.streaming():
-        p.sql("CREATE TABLE t (id int PRIMARY KEY)")
-        p.base_backup()
-        p.sql("INSERT INTO t SELECT g FROM generate_series(1, 3000) g")
-        p.sql("SELECT pg_switch_wal()")
-        p.sql("INSERT INTO t VALUES (5000)")
-        p.wait_archived()
-        expected = [r[0] for r in p.sql("SELECT id FROM t ORDER BY id")]
-        dr = tmp_path / "dr"
-        p.ok("vault", "init", "--vault", dr, "--kdf-memory-kib", "8192")
-        copied = p.ok("copy", "--from", p.vault, "--to", dr, "--json").json()
-        assert copied["wal_files_copied"] >= 2
-    shutil.rmtree(p.vault)  # the primary region is gone
+    with protected(tmp_path) as p:
+        with p.streaming():
+            p.sql("CREATE TABLE t (id int PRIMARY KEY)")
+            p.base_backup()
+            p.sql("INSERT INTO t SELECT g FROM generate_series(1, 3000) g")
+            p.sql("SELECT pg_switch_wal()")
+            p.sql("INSERT INTO t VALUES (5000)")
+            p.wait_archived()
+            expected = [r[0] for r in p.sql("SELECT id FROM t ORDER BY id")]
+            dr = tmp_path / "dr"
+            p.ok("vault", "init", "--vault", dr, "--kdf-memory-kib", "8192")
+            copied = p.ok("copy", "--from", p.vault, "--to", dr, "--json").json()
+            assert copied["wal_files_copied"] >= 2
+        shutil.rmtree(p.vault)  # the primary region is gone
 
-    p.env["REPRIEVE_VAULT"] = str(dr)
-    doc = p.restore("r", "--latest").json()
+        p.env["REPRIEVE_VAULT"] = str(dr)
+        doc = p.restore("r", "--latest").json()
 
-    assert _ids(doc["port"]) == expected
+        assert _ids(doc["port"]) == expected
 
 
 def test_target_outside_the_window_and_unreachable_server_fail_in_one_line(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -43,7 +44,13 @@ def _count(port: int) -> int:
 def test_archive_command_run_by_the_database_user_reaches_the_vault(tmp_path: Path) -> None:
     shared = Path(tempfile.mkdtemp(prefix="reprieve-spool-"))
     shared.chmod(0o755)
-    spool = shared / RESOURCE
+    try:
+        _archive_through_the_helper(tmp_path, shared / RESOURCE)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _archive_through_the_helper(tmp_path: Path, spool: Path) -> None:
     setup = tmp_path / "setup.txt"
     setup.write_text(
         ok("wal", "setup", "--resource", RESOURCE, "--spool", spool, "--spool-max", "1GiB").stdout
