@@ -23,15 +23,12 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reprieve.errors import StorageError, UsageError
+from reprieve.home import home
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration's revision (a test holds it to the migrations folder):
 # a catalog already there is opened without loading Alembic at all.
 HEAD = "0002"
-
-
-def home() -> Path:
-    return Path(os.environ.get("REPRIEVE_HOME") or Path.home() / ".reprieve")
 
 
 def catalog_url(explicit: str | None = None) -> URL:

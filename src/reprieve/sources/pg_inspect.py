@@ -23,18 +23,13 @@ from typing import Any
 
 from reprieve.errors import ReprieveError, UsageError
 from reprieve.sources.pg_feeder import missing_between
-from reprieve.sources.postgres import base_points, pg_tool, segment_number
+from reprieve.sources.postgres import base_meta, pg_tool, segment_number
 from reprieve.vault.logs import LogListing, LogStore, resources_with_logs
 from reprieve.vault.points import Point
 from reprieve.vault.repository import Vault
 
 COMMIT = re.compile(r"desc: COMMIT (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
 TAIL_SEGMENTS = 3
-
-
-def _meta(point: Point) -> dict[str, Any]:
-    meta: dict[str, Any] = point.stats.get("postgres", {})
-    return meta
 
 
 def last_commit_time(store: LogStore, listing: LogListing) -> datetime | None:
@@ -90,39 +85,6 @@ class Continuity:
         }
 
 
-def continuity(vault: Vault, resource: str) -> Continuity:
-    store = LogStore(vault, resource)
-    listing = store.listing()
-    bases = [p for p in base_points(vault, resource) if _meta(p)]
-    available = listing.available()
-    found = Continuity(
-        resource, len(bases), len(available), available[0] if available else None, None
-    )
-    found.last = available[-1] if available else None
-    if not bases:
-        return found
-    seg = int(_meta(bases[0])["segment_size"])
-    oldest = min(_meta(p)["start_wal"] for p in bases)
-    by_tli: dict[int, list[str]] = {}
-    for name in available:
-        tli, _ = segment_number(name, seg)
-        by_tli.setdefault(tli, []).append(name)
-    for tli, names in sorted(by_tli.items()):
-        if tli > 1 and f"{tli:08X}.history" not in listing.histories:
-            found.timeline_conflicts.append(f"timeline {tli} has segments but no {tli:08X}.history")
-        first = max(names[0], f"{tli:08X}{oldest[8:]}") if tli == int(oldest[:8], 16) else names[0]
-        found.gaps += missing_between(listing, first, names[-1], seg)
-    usable = [
-        p
-        for p in bases
-        if not missing_between(listing, _meta(p)["start_wal"], _meta(p)["stop_wal"], seg)
-    ]
-    if usable:
-        found.earliest = datetime.fromisoformat(_meta(usable[0])["stop_time"])
-        found.latest = last_commit_time(store, listing)
-    return found
-
-
 @dataclass
 class Window:
     earliest: datetime | None
@@ -141,22 +103,56 @@ def restorable_window(
     usable = [
         p
         for p in bases
-        if _meta(p)
+        if base_meta(p)
         and not missing_between(
-            listing, _meta(p)["start_wal"], _meta(p)["stop_wal"], int(_meta(p)["segment_size"])
+            listing,
+            base_meta(p)["start_wal"],
+            base_meta(p)["stop_wal"],
+            int(base_meta(p)["segment_size"]),
         )
     ]
-    earliest = datetime.fromisoformat(_meta(usable[0])["stop_time"]) if usable else None
+    earliest = datetime.fromisoformat(base_meta(usable[0])["stop_time"]) if usable else None
     latest = last_commit_time(store, listing) if with_latest and usable else None
     return Window(earliest, latest)
+
+
+def continuity(vault: Vault, resource: str, bases: list[Point]) -> Continuity:
+    """Gaps, timeline conflicts and window of one database, given its base backups."""
+    store = LogStore(vault, resource)
+    listing = store.listing()
+    bases = [p for p in bases if base_meta(p)]
+    available = listing.available()
+    found = Continuity(resource, len(bases), len(available), None, None)
+    if available:
+        found.first, found.last = available[0], available[-1]
+    if not bases:
+        return found
+    seg = int(base_meta(bases[0])["segment_size"])
+    oldest = min(base_meta(p)["start_wal"] for p in bases)
+    by_tli: dict[int, list[str]] = {}
+    for name in available:
+        tli, _ = segment_number(name, seg)
+        by_tli.setdefault(tli, []).append(name)
+    for tli, names in sorted(by_tli.items()):
+        if tli > 1 and f"{tli:08X}.history" not in listing.histories:
+            found.timeline_conflicts.append(f"timeline {tli} has segments but no {tli:08X}.history")
+        first = max(names[0], f"{tli:08X}{oldest[8:]}") if tli == int(oldest[:8], 16) else names[0]
+        found.gaps += missing_between(listing, first, names[-1], seg)
+    window = restorable_window(store, bases, listing, with_latest=True)
+    found.earliest, found.latest = window.earliest, window.latest
+    return found
 
 
 def check_databases(vault: Vault, read_data: bool) -> tuple[list[Continuity], list[str]]:
     """Continuity and window of every database resource; problems as lines."""
     found, problems = [], []
-    for resource in postgres_resources(vault):
+    points = vault.points()  # read once for every database
+    with_logs = set(resources_with_logs(vault))
+    names = sorted(with_logs | {p.resource for p in points if p.kind == "postgres"})
+    for resource in names:
+        bases = [p for p in points if p.resource == resource and p.kind == "postgres"]
         try:
-            state = continuity(vault, resource)
+            state = continuity(vault, resource, bases)
         except UsageError as exc:  # no pg_waldump here: continuity without the window end
             problems.append(f"WAL of {resource}: {exc}")
             continue
@@ -173,9 +169,3 @@ def check_databases(vault: Vault, read_data: bool) -> tuple[list[Continuity], li
                 except ReprieveError as exc:
                     problems.append(f"WAL of {resource}: {name}: {exc}")
     return found, problems
-
-
-def postgres_resources(vault: Vault) -> list[str]:
-    names = set(resources_with_logs(vault))
-    names.update(p.resource for p in vault.points() if p.kind == "postgres")
-    return sorted(names)

@@ -49,6 +49,7 @@ from reprieve.sources.pg_feeder import Feeder, install_fetch, missing_between
 from reprieve.sources.pg_inspect import Window, restorable_window
 from reprieve.sources.postgres import (
     TAR_NAME,
+    base_meta,
     base_points,
     chown_to,
     parse_lsn,
@@ -123,13 +124,8 @@ def parse_time(text: str) -> datetime:
     return when.astimezone(UTC)
 
 
-def _meta(point: Point) -> dict[str, Any]:
-    meta: dict[str, Any] = point.stats.get("postgres", {})
-    return meta
-
-
 def _stop_time(point: Point) -> datetime:
-    return datetime.fromisoformat(_meta(point)["stop_time"])
+    return datetime.fromisoformat(base_meta(point)["stop_time"])
 
 
 def choose_base(bases: list[Point], target: Target, window: Window) -> Point:
@@ -147,7 +143,7 @@ def choose_base(bases: list[Point], target: Target, window: Window) -> Point:
         return fitting[-1]
     if target.kind == "lsn":
         lsn = parse_lsn(target.value)
-        fitting = [p for p in bases if parse_lsn(_meta(p)["stop_lsn"]) <= lsn]
+        fitting = [p for p in bases if parse_lsn(base_meta(p)["stop_lsn"]) <= lsn]
         if not fitting:
             raise UsageError(f"LSN {target.value} is before the oldest base backup's end")
         return fitting[-1]
@@ -413,7 +409,7 @@ def inbox_for(target: Path) -> Path:
 
 
 def _check_chain(listing: LogListing, base: Point, latest: bool) -> None:
-    meta = _meta(base)
+    meta = base_meta(base)
     seg = int(meta["segment_size"])
     tli = segment_number(meta["start_wal"], seg)[0]
     last = meta["stop_wal"]
@@ -449,14 +445,14 @@ def restore_postgres(
             raise NotFoundError(f"no base backup of {resource!r} in this vault")
         # The lease goes up before WAL is listed, from the oldest base's start, and
         # moves forward once the base is chosen: expiry never races the choice.
-        with lease(vault, resource, min(_meta(p)["start_wal"] for p in bases)) as held:
+        with lease(vault, resource, min(base_meta(p)["start_wal"] for p in bases)) as held:
             listing = store.listing()
             # The window's end (a pg_waldump of the newest WAL) is only worked out
             # when recovery says it did not reach the target: the usual case does not pay.
             window = restorable_window(store, bases, listing, with_latest=False)
             base = choose_base(bases, to, window)
             _check_chain(listing, base, latest=to.kind == "latest")
-            held.move(_meta(base)["start_wal"])
+            held.move(base_meta(base)["start_wal"])
             # Checked before anything is written: from here on the folder is ours.
             prepare_target(target, os_user)
             try:
@@ -501,7 +497,7 @@ def _recover(
 ) -> Recovery:
     asked_at = datetime.now(UTC)
     resource = store.resource
-    meta = _meta(base)
+    meta = base_meta(base)
     report = Recovery(
         resource,
         base.id,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from reprieve.errors import DatabaseError, NotFoundError, ReprieveError, UsageError
+from reprieve.home import home
 from reprieve.sources.pg_feeder import Feeder, install_fetch
 from reprieve.sources.pg_recover import (
     ServerLog,
@@ -39,7 +40,7 @@ from reprieve.sources.pg_recover import (
     stop_server,
     write_settings,
 )
-from reprieve.sources.pg_wal import reprieve_home, write_atomic
+from reprieve.sources.pg_wal import write_atomic
 from reprieve.sources.postgres import base_points, pg_tool, run_as, write_new
 from reprieve.vault.logs import Lease, LogStore, lease
 from reprieve.vault.repository import Vault
@@ -49,7 +50,7 @@ STATE_EVERY_S = 1.0
 
 
 def state_path(resource: str) -> Path:
-    return reprieve_home() / "standby" / f"{resource}.json"
+    return home() / "standby" / f"{resource}.json"
 
 
 def _lag_path(resource: str) -> Path:
@@ -290,7 +291,7 @@ def promote(resource: str) -> dict[str, Any]:
 
 
 def standbys() -> list[dict[str, Any]]:
-    folder = reprieve_home() / "standby"
+    folder = home() / "standby"
     rows = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         state = json.loads(path.read_text())

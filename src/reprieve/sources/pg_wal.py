@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from reprieve.errors import RefusedError, ReprieveError, UsageError
+from reprieve.home import home
 from reprieve.sources.postgres import pg_tool, replication_error
 from reprieve.vault.logs import PIECE, LogStore, is_log_name, piece_name
 from reprieve.vault.repository import Vault
@@ -44,12 +45,8 @@ SHIP_EVERY_S = 0.2
 TMP = ".tmp-"
 
 
-def reprieve_home() -> Path:
-    return Path(os.environ.get("REPRIEVE_HOME") or Path.home() / ".reprieve")
-
-
 def default_spool(resource: str) -> Path:
-    return reprieve_home() / "spool" / resource
+    return home() / "spool" / resource
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -185,6 +182,8 @@ class Shipper:
         self.folder = folder
         listing = store.listing()
         self.shipped = {seg: listing.partial_end(seg) for seg in listing.pieces}
+        # The pieces of each segment, so that once it is whole they go without a listing.
+        self.pieces = {seg: [p.name for p in ps] for seg, ps in listing.pieces.items()}
         self.whole = set(listing.segments)
         self.last_ship = 0.0
         self.pieces_sent = 0
@@ -233,20 +232,19 @@ class Shipper:
         if not data:
             return 0
         end = start + len(data)
-        self.store.put(piece_name(segment, start, end), data)
+        name = piece_name(segment, start, end)
+        self.store.put(name, data)
+        self.pieces.setdefault(segment, []).append(name)
         self.shipped[segment] = end
         self.pieces_sent += 1
         return 1
 
     def _forget_pieces(self, segment: str) -> None:
         """A segment that arrived whole no longer needs its pieces (where storage lets go)."""
-        if self.shipped.pop(segment, None) is None:
-            return
-        for name, _ in self.store.names():
-            m = PIECE.fullmatch(name)
-            if m and m["seg"] == segment:
-                with contextlib.suppress(ReprieveError):
-                    self.store.delete(name)
+        self.shipped.pop(segment, None)
+        for name in self.pieces.pop(segment, []):
+            with contextlib.suppress(ReprieveError):
+                self.store.delete(name)
 
 
 def _agreed(a: bytes, b: bytes) -> int:

@@ -412,6 +412,12 @@ def _backup_meta(found: dict[str, bytes], info: ServerInfo, begun: datetime) -> 
     }
 
 
+def base_meta(point: Point) -> dict[str, Any]:
+    """What a base backup recorded of its server and WAL range (see _backup_meta)."""
+    meta: dict[str, Any] = point.stats.get("postgres", {})
+    return meta
+
+
 def base_points(vault: Vault, resource: str) -> list[Point]:
     """The resource's base backups, oldest first."""
     return [p for p in vault.points(resource) if p.kind == "postgres"]

@@ -32,7 +32,7 @@ import re
 import secrets
 import socket
 import threading
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 import zstandard
 
 from reprieve.errors import DamageError, NotFoundError, RefusedError, ReprieveError, UsageError
+from reprieve.vault.points import Point
 from reprieve.vault.repository import Vault
 
 SEGMENT = re.compile(r"[0-9A-F]{24}")
@@ -331,6 +332,19 @@ def leased_from(vault: Vault, resource: str) -> str | None:
     return oldest
 
 
+def base_starts(points: Iterable[Point], forgetting: Collection[str] = ()) -> dict[str, str]:
+    """Per database resource, the first WAL file of its oldest base backup."""
+    starts: dict[str, str] = {}
+    for point in points:
+        meta = point.stats.get("postgres")
+        if point.kind != "postgres" or point.id in forgetting or not meta:
+            continue
+        first = str(meta["start_wal"])
+        if point.resource not in starts or _position(first) < _position(starts[point.resource]):
+            starts[point.resource] = first
+    return starts
+
+
 def expired_logs(vault: Vault, base_starts: dict[str, str]) -> dict[str, list[str]]:
     """Per resource, the WAL files behind its oldest kept base backup and every lease.
 
@@ -377,14 +391,15 @@ def copy_logs(src: LogStore, dst: LogStore, threads: int = 4) -> tuple[int, int]
     from concurrent.futures import ThreadPoolExecutor
 
     have = {name for name, _ in dst.names()}
-    listing = src.listing()
-    floor = _oldest_base_start(dst)
+    names = [name for name, _ in src.names()]
+    whole = {name for name in names if SEGMENT.fullmatch(name)}
+    first = base_starts(dst.vault.points(dst.resource)).get(dst.resource)
     wanted = []
-    for name, _ in src.names():
+    for name in names:
         m = PIECE.fullmatch(name)
-        if name in have or (m and m["seg"] in listing.segments):
+        if name in have or (m and m["seg"] in whole):
             continue
-        if floor is not None and not HISTORY.fullmatch(name) and _position(name) < floor:
+        if first and not HISTORY.fullmatch(name) and _position(name) < _position(first):
             continue
         wanted.append(name)
 
@@ -399,12 +414,3 @@ def copy_logs(src: LogStore, dst: LogStore, threads: int = 4) -> tuple[int, int]
     with ThreadPoolExecutor(threads, thread_name_prefix="log-copy") as pool:
         sizes = [n for n in pool.map(one, wanted) if n >= 0]
     return len(sizes), sum(sizes)
-
-
-def _oldest_base_start(store: LogStore) -> str | None:
-    starts = [
-        str(p.stats["postgres"]["start_wal"])
-        for p in store.vault.points(store.resource)
-        if p.kind == "postgres" and p.stats.get("postgres")
-    ]
-    return min((_position(s) for s in starts), default=None)

@@ -33,7 +33,7 @@ from reprieve.engine.progress import NullProgress, Progress
 from reprieve.errors import DamageError
 from reprieve.vault.crypto import ENVELOPE_OVERHEAD
 from reprieve.vault.index import Location
-from reprieve.vault.logs import delete_logs, expired_logs
+from reprieve.vault.logs import base_starts, delete_logs, expired_logs
 from reprieve.vault.packs import RECORD, TRAILER, BlobEntry, PackBuilder, pack_path
 from reprieve.vault.repository import Vault
 from reprieve.vault.tree import NodeType
@@ -141,15 +141,7 @@ def plan_prune(vault: Vault, forgetting: Collection[str] = ()) -> PrunePlan:
 
 
 def _expired_logs(vault: Vault, forgetting: Collection[str]) -> dict[str, list[str]]:
-    starts: dict[str, str] = {}
-    for point in vault.points():
-        meta = point.stats.get("postgres")
-        if point.kind != "postgres" or point.id in forgetting or not meta:
-            continue
-        first = str(meta["start_wal"])
-        if point.resource not in starts or first[8:] < starts[point.resource][8:]:
-            starts[point.resource] = first
-    logs = expired_logs(vault, starts)
+    logs = expired_logs(vault, base_starts(vault.points(), forgetting))
     if vault.backend.can_lock and vault.config.lock:
         now = datetime.now(UTC)
         for resource, names in logs.items():
