@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Make the outside tools some tests drive available when this machine allows it:
 #   promtool, for tests/deploy/test_monitoring.py (Debian package prometheus);
-#   the PostgreSQL server, for the fixture in tests/pg.py (Debian package postgresql).
+#   the PostgreSQL server, for the fixture in tests/pg.py (Debian package postgresql);
+#   the system's python3, which runs the archive helper as the postgres user
+#   (tests/sources/test_postgres_wal.py), since that user cannot run the project's venv.
 #
 # Never fails: without promtool the monitoring tests fall back to structural checks, and
 # without PostgreSQL the tests that need it fail with a message pointing here, so a
@@ -28,12 +30,18 @@ unavailable() {
     case "$1" in
         prometheus) echo "promtool unavailable ($2); monitoring tests use structural checks" ;;
         postgresql) echo "PostgreSQL unavailable ($2); tests using tests/pg.py will fail" ;;
+        python3-minimal) echo "no /usr/bin/python3 ($2); the archive-helper test will fail" ;;
     esac
 }
 
 wanted=()
+have_system_python() {
+    [[ -x /usr/bin/python3 ]]
+}
+
 have_promtool || wanted+=(prometheus)
 have_postgres || wanted+=(postgresql)
+have_system_python || wanted+=(python3-minimal)
 if [[ ${#wanted[@]} -eq 0 ]]; then
     exit 0
 fi
@@ -95,6 +103,9 @@ for package in "${wanted[@]}"; do
     fi
     stop_service "$package"
     case "$package" in
+        python3-minimal)
+            /usr/bin/python3 --version
+            ;;
         prometheus)
             if have_promtool; then
                 promtool --version 2>&1 | head -n 1

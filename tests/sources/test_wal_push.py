@@ -11,6 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import FAST_KDF, ok, run_cli
 
 from reprieve.sources import walhelper
@@ -139,3 +140,28 @@ def test_pushing_other_bytes_under_an_archived_name_is_refused(tmp_path: Path) -
     assert refused.returncode == 7
     assert "refusing to overwrite archived WAL" in refused.stderr
     assert not list(spool.glob("0000*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--to-time", "yesterday"], "is not a time like"),
+        (["--to-lsn", "zz"], "is not an LSN like"),
+        (["--to-xid", "abc"], "--to-xid needs a transaction id"),
+        (["--latest", "--to-xid", "5"], "give exactly one of"),
+    ],
+)
+def test_a_malformed_restore_target_is_a_usage_error_before_any_work(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    vault = tmp_path / "vault"
+    ok("vault", "init", "--vault", vault, *FAST_KDF)
+    target = tmp_path / "restored"
+
+    bad = run_cli(
+        "restore", "postgres", "--resource", "db", "--vault", vault, "--target", target, *args
+    )
+
+    assert bad.code == 2
+    assert message in bad.stderr and bad.stderr.count("\n") == 1
+    assert not target.exists()

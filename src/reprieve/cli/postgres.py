@@ -174,6 +174,7 @@ def restore_postgres(
     if len(given) + int(latest) != 1:
         raise UsageError("give exactly one of --to-time, --to-lsn, --to-xid, --latest")
     to = Target(*given[0]) if given else Target("latest")
+    to.settings()  # a malformed time, LSN or xid is a usage error before any work
     progress = progress_for(as_json, f"restore {resource}")
     report = restore_postgres(
         vault, resource, target, to, port, start, _os_user(os_user), listen, progress
