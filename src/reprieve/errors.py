@@ -16,7 +16,10 @@ The tree::
     │   ├── VaultNotFound
     │   └── PointNotFound
     ├── LockedError                   exit 6  the vault is locked by another operation
-    └── RefusedError                  exit 7  refused by retention or immutability
+    ├── RefusedError                  exit 7  refused by retention or immutability
+    └── DrillFailed                   exit 8  a drill or runbook ran and did not pass
+
+    Interrupted (a BaseException)     exit 130  Ctrl-C or SIGTERM
 
 Each class carries its exit code and a message template; the CLI's single
 top-level handler prints ``str(error)`` as one line on stderr and exits with
@@ -92,3 +95,20 @@ class LockedError(ReprieveError):
 class RefusedError(ReprieveError):
     exit_code = 7
     template = "{detail}"
+
+
+class DrillFailed(ReprieveError):
+    """A drill or runbook ran to its end and did not pass (or stopped at a failed step)."""
+
+    exit_code = 8
+    template = "{detail}"
+
+
+class Interrupted(BaseException):
+    """Ctrl-C (or SIGTERM where a command asks for it), raised in place of
+    KeyboardInterrupt.
+
+    click prints a blank line for a KeyboardInterrupt before we can print
+    ours; a BaseException of our own passes through click untouched, and,
+    like KeyboardInterrupt, is not swallowed by ``except Exception``.
+    """

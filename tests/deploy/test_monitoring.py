@@ -34,6 +34,12 @@ CONTRACT: dict[str, frozenset[str]] = {
     "reprieve_rpo_seconds": frozenset({"resource", "tenant", "tier", "region"}),
     "reprieve_rpo_target_seconds": frozenset({"resource", "tenant", "tier"}),
     "reprieve_rto_target_seconds": frozenset({"resource", "tenant", "tier"}),
+    "reprieve_drill_last_timestamp_seconds": frozenset({"resource", "tenant", "tier"}),
+    "reprieve_drill_passed": frozenset({"resource", "tenant", "tier"}),
+    "reprieve_drill_rto_seconds": frozenset({"resource", "tenant", "tier"}),
+    "reprieve_drill_rpo_seconds": frozenset({"resource", "tenant", "tier"}),
+    "reprieve_drill_due_timestamp_seconds": frozenset({"resource", "tenant", "tier"}),
+    "reprieve_rto_predicted_seconds": frozenset({"resource", "tenant", "tier"}),
     "reprieve_replication_lag_seconds": frozenset({"source", "target", "tier"}),
     "reprieve_replication_lag_target_seconds": frozenset({"source", "target", "tier"}),
     "reprieve_vault_bytes": frozenset({"vault", "storage_class"}),
@@ -50,6 +56,10 @@ REQUIRED_ALERTS: dict[str, frozenset[str]] = {
     "ReprieveReplicationLagHigh": frozenset({"source", "target", "tier"}),
     "ReprieveJobDurationTrendingUp": frozenset({"tenant", "tier"}),
     "ReprieveSchedulerDown": frozenset(),
+    "ReprieveDrillFailed": frozenset({"resource", "tenant", "tier"}),
+    "ReprieveDrillOverdue": frozenset({"resource", "tenant", "tier"}),
+    "ReprieveDrillRTONearTarget": frozenset({"resource", "tenant", "tier"}),
+    "ReprieveRTOPredictedOverTarget": frozenset({"resource", "tenant", "tier"}),
 }
 SEVERITIES = frozenset({"critical", "warning"})
 
@@ -59,6 +69,7 @@ PANEL_TITLES = (
     "Replication lag per vault pair",
     "Job success rate by kind",
     "Storage growth per vault and storage class",
+    "DR drills",
 )
 DATASOURCE_REFS = frozenset({"${datasource}", "$datasource", "${DS_PROMETHEUS}"})
 

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     Index,
     Integer,
     String,
@@ -113,3 +114,44 @@ class PointRecord(Base):
     retain_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     forgotten_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DrillRecord(Base):
+    """A drill or runbook run: its outcome in columns, its whole document in JSON."""
+
+    __tablename__ = "drills"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    scenario: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(200))
+    tenant: Mapped[str | None] = mapped_column(String(100))
+    tier: Mapped[str | None] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    rto_s: Mapped[float | None] = mapped_column(Float)
+    rpo_s: Mapped[float | None] = mapped_column(Float)
+    rto_target_s: Mapped[float | None] = mapped_column(Float)
+    rpo_target_s: Mapped[float | None] = mapped_column(Float)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    report_digest: Mapped[str | None] = mapped_column(String(64))
+
+
+class DrillResource(Base):
+    """One resource's part in a drill: what status and RTO prediction read."""
+
+    __tablename__ = "drill_resources"
+    __table_args__ = (Index("ix_drill_resources_resource_time", "resource", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    drill: Mapped[str] = mapped_column(String(64), index=True)
+    resource: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    rto_s: Mapped[float | None] = mapped_column(Float)
+    rpo_s: Mapped[float | None] = mapped_column(Float)
+    # None when the resource was not recovered (the drill failed before).
+    restore_s: Mapped[float | None] = mapped_column(Float)
+    bytes_read: Mapped[int | None] = mapped_column(BigInteger)

@@ -23,16 +23,18 @@ from reprieve.cli import (
     catalog,
     check,
     copy,
+    drill,
     forget,
     lifecycle,
     points,
     policy,
     postgres,
     restore,
+    runbook,
     service,
     vault,
 )
-from reprieve.errors import ReprieveError
+from reprieve.errors import Interrupted, ReprieveError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,6 +62,8 @@ cli.add_command(service.jobs)
 cli.add_command(catalog.catalog_group)
 cli.add_command(postgres.wal)
 cli.add_command(postgres.standby)
+cli.add_command(drill.drill)
+cli.add_command(runbook.runbook)
 backup.backup.add_command(postgres.backup_postgres)
 restore.restore.add_command(postgres.restore_postgres)
 
@@ -91,15 +95,6 @@ def _fail(message: str, code: int) -> None:
     for line in message.splitlines() or [""]:
         click.echo(f"reprieve: {line}", err=True)
     sys.exit(code)
-
-
-class Interrupted(BaseException):
-    """Ctrl-C, raised in place of KeyboardInterrupt.
-
-    click prints a blank line for a KeyboardInterrupt before we can print
-    ours; a BaseException of our own passes through click untouched, and,
-    like KeyboardInterrupt, is not swallowed by ``except Exception``.
-    """
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -127,6 +127,7 @@ def status(tenant: str | None, catalog_url: str | None, as_json: bool) -> None:
     """Each resource against its tier's RPO: ok, at_risk (past 80%), or breached."""
     from reprieve.catalog import policies
     from reprieve.catalog.db import as_utc, open_catalog
+    from reprieve.drills.standing import standings
     from reprieve.scheduler.status import status as measure
 
     with open_catalog(catalog_url) as catalog:
@@ -136,8 +137,10 @@ def status(tenant: str | None, catalog_url: str | None, as_json: bool) -> None:
         row, policy = found
         if tenant is not None and tenant not in policy.tenants:
             raise UsageError(f"no tenant {tenant!r} in the policy in force")
+        now = datetime.now(UTC)
         with catalog.session() as session:
-            rows = measure(session, policy, as_utc(row.applied_at), datetime.now(UTC), tenant)
+            rows = measure(session, policy, as_utc(row.applied_at), now, tenant)
+            drilled = standings(session, policy, as_utc(row.applied_at), now)
     from reprieve.sources.pg_standby import standbys
 
     # Warm standbys on this machine: how far their replay trails the vault.
@@ -148,19 +151,35 @@ def status(tenant: str | None, catalog_url: str | None, as_json: bool) -> None:
         standby = following.get(r.resource)
         doc["standby_lag_s"] = standby.get("lag_s") if standby else None
         doc["standby_state"] = standby.get("state") if standby else None
+        if r.resource in drilled:
+            doc.update(drilled[r.resource].to_json())
         docs.append(doc)
 
     def human() -> None:
         click.echo(
             f"{'RESOURCE':<20} {'TENANT':<12} {'TIER':<9} {'RPO':>8} {'TARGET':>8} "
-            f"{'LAG':>8}  STATE"
+            f"{'LAG':>8}  {'STATE':<9} {'LAST DRILL':<17} {'RTO':>7} {'PREDICTED':>9}"
         )
         for r in rows:
             lag = _secs(r.replication_lag_s) if r.replication_lag_s is not None else "-"
+            d = drilled.get(r.resource)
+            if d is None:
+                drill = "-"
+            elif d.last_drill is None:
+                drill = "never"
+            else:
+                drill = f"{d.last_drill:%Y-%m-%d} {'passed' if d.passed else 'FAILED'}"
+            drill += " (overdue)" if d and d.overdue else ""
+            rto = _secs(d.rto_s) if d and d.rto_s is not None else "-"
+            predicted = "-"
+            if d and d.predicted_rto_s is not None:
+                predicted = _secs(d.predicted_rto_s)
             click.echo(
                 f"{r.resource:<20} {r.tenant:<12} {r.tier:<9} {_secs(r.rpo_s):>8} "
-                f"{_secs(r.rpo_target_s):>8} {lag:>8}  {r.state}"
+                f"{_secs(r.rpo_target_s):>8} {lag:>8}  {r.state:<9} {drill:<17} {rto:>7} "
+                f"{predicted:>9}"
             )
+
         for name, standby in sorted(following.items()):
             replay = standby.get("lag_s")
             click.echo(
@@ -169,6 +188,15 @@ def status(tenant: str | None, catalog_url: str | None, as_json: bool) -> None:
             )
 
     emit(as_json, docs, human)
+    for r in rows:
+        d = drilled.get(r.resource)
+        if d is not None and d.prediction_state == "breached":
+            click.echo(
+                f"reprieve: warning: restoring {r.resource} would take about "
+                f"{_secs(d.predicted_rto_s or 0)} ({d.prediction_basis}), over its RTO of "
+                f"{_secs(r.rto_target_s)}",
+                err=True,
+            )
 
 
 def _secs(value: float) -> str:

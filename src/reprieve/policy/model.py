@@ -85,6 +85,21 @@ class DrillFrequency(StrEnum):
     ANNUALLY = "annually"
 
 
+DRILL_CRON = {
+    DrillFrequency.MONTHLY: "0 3 1 * *",
+    DrillFrequency.QUARTERLY: "0 3 1 1,4,7,10 *",
+    DrillFrequency.SEMI_ANNUALLY: "0 3 1 1,7 *",
+    DrillFrequency.ANNUALLY: "0 3 1 1 *",
+}
+# The longest a frequency leaves between drills: a month may have 31 days.
+DRILL_DAYS = {
+    DrillFrequency.MONTHLY: 31,
+    DrillFrequency.QUARTERLY: 92,
+    DrillFrequency.SEMI_ANNUALLY: 184,
+    DrillFrequency.ANNUALLY: 366,
+}
+
+
 class ResourceKind(StrEnum):
     FILES = "files"
     POSTGRES = "postgres"
@@ -114,8 +129,28 @@ class TierSpec(Strict):
     rpo: Duration
     architecture: Architecture
     drills: DrillFrequency
+    # When the server runs the drills (cron, UTC); by default 03:00 on the
+    # first day of each month, quarter, half-year, or year.
+    drill_schedule: str | None = None
     # The plan for this tier's resources that no plan selects by tags.
     plan: str | None = None
+
+    @model_validator(mode="after")
+    def _drill_schedule(self) -> TierSpec:
+        if self.drill_schedule is not None:
+            try:
+                Cron.parse(self.drill_schedule)
+            except CronError as exc:
+                raise ValueError(f"drill_schedule {self.drill_schedule!r}: {exc}") from exc
+        return self
+
+    @property
+    def drill_cron(self) -> str:
+        return self.drill_schedule or DRILL_CRON[self.drills]
+
+    @property
+    def drill_every(self) -> timedelta:
+        return timedelta(days=DRILL_DAYS[self.drills])
 
 
 class ComplianceClass(Strict):
@@ -126,6 +161,56 @@ class ComplianceClass(Strict):
 
 class TenantSpec(Strict):
     tier: str
+
+
+class Verification(Strict):
+    """A check a drill runs on the restored copy; exactly one of ``sql``,
+    ``sqlite``, ``command`` and ``http``.
+
+    ``sql`` (PostgreSQL) runs in ``database`` and passes when the first value
+    of the first row equals ``expect`` (compared as text). ``sqlite`` names a
+    database file inside a restored files resource (every SQLite file found is
+    checked anyway). ``command`` runs with the sandbox in its environment
+    (REPRIEVE_DRILL_TARGET, and PGHOST/PGPORT/PGUSER for a database) and passes
+    on exit 0. ``http`` is a URL (``{port}`` is the restored database's port)
+    that must answer ``status`` with ``body_contains`` in its body.
+    """
+
+    name: str | None = None
+    sql: str | None = None
+    expect: str | int | float | bool | None = None
+    database: str = "postgres"
+    sqlite: str | None = None
+    command: list[str] | str | None = None
+    http: str | None = None
+    status: int = 200
+    body_contains: str | None = None
+    timeout: Duration = timedelta(seconds=60)
+
+    @model_validator(mode="after")
+    def _one(self) -> Verification:
+        given = [k for k in ("sql", "sqlite", "command", "http") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of sql, sqlite, command, http")
+        if self.sql is not None and self.expect is None:
+            raise ValueError("a sql check needs `expect`")
+        if self.sqlite is not None and (
+            self.sqlite.startswith("/") or ".." in self.sqlite.split("/")
+        ):
+            raise ValueError("sqlite names a file inside the restored folder: a relative path")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("sql", "sqlite", "command", "http") if getattr(self, k) is not None)
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        shown = getattr(self, self.kind)
+        text = " ".join(shown) if isinstance(shown, list) else str(shown)
+        return f"{self.kind}: {text[:60]}"
 
 
 class ResourceSpec(Strict):
@@ -141,6 +226,9 @@ class ResourceSpec(Strict):
     wal_mode: WalMode | None = None
     synchronous: bool = False
     tags: dict[str, str] = Field(default_factory=dict)
+    # What a drill checks on the restored copy, beyond content digests
+    # (files), the server starting and amcheck (PostgreSQL).
+    verify: list[Verification] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _database(self) -> ResourceSpec:
@@ -148,6 +236,11 @@ class ResourceSpec(Strict):
             raise ValueError("wal_mode applies to postgres resources only")
         if self.synchronous and self.wal_mode != WalMode.STREAM:
             raise ValueError("synchronous needs wal_mode: stream")
+        for check in self.verify:
+            if check.sql is not None and self.kind != ResourceKind.POSTGRES:
+                raise ValueError("sql checks apply to postgres resources only")
+            if check.sqlite is not None and self.kind != ResourceKind.FILES:
+                raise ValueError("sqlite checks name a file of a files resource")
         return self
 
 

@@ -21,11 +21,12 @@ from reprieve.catalog.db import Catalog
 from reprieve.engine.backup import backup_files
 from reprieve.engine.copy import copy_points
 from reprieve.engine.lifecycle import LifecycleRules, plan_lifecycle, run_lifecycle
-from reprieve.errors import DamageError, UsageError
+from reprieve.errors import DamageError, DrillFailed, UsageError
 from reprieve.policy.model import FOREVER, Policy, ResourceKind, ResourceSpec, Rule, VaultSpec
 from reprieve.scheduler.plan import (
     BACKUP,
     COPY,
+    DRILL,
     RETENTION,
     RULE_TAG,
     expired,
@@ -125,6 +126,8 @@ class VaultExecutor:
         self.keys = VaultKeys()
 
     def __call__(self, job: JobView, policy: Policy, stop: threading.Event) -> dict[str, Any]:
+        if job.kind == DRILL:
+            return self.drill(job, policy)
         rule = find_rule(policy, job.plan, job.rule)
         if job.kind == BACKUP:
             return self.backup(job, policy, rule, stop)
@@ -133,6 +136,26 @@ class VaultExecutor:
         if job.kind == RETENTION:
             return self.retention(job, policy, rule, stop)
         raise UsageError(f"unknown job kind {job.kind!r}")
+
+    def drill(self, job: JobView, policy: Policy) -> dict[str, Any]:
+        """The resource's scheduled drill: recorded pass or fail; a failure fails the job."""
+        from reprieve.drills import store, subjects
+        from reprieve.drills.model import Scenario
+        from reprieve.drills.run import Request, run_drill
+
+        assert job.resource is not None
+        subject = subjects.from_policy(policy, job.resource, None, None)
+        scenario = Scenario.DATABASE_FAILURE if subject.kind == "postgres" else Scenario.FILES_LOSS
+        request = Request([subject], scenario, job.resource, policy.resources[job.resource].tenant)
+
+        def no_secret() -> Any:
+            raise UsageError(f"resource {job.resource}: its vault is not in the policy")
+
+        done = run_drill(request, subjects.opener(policy, no_secret))
+        store.save(self.catalog, done)
+        if not done.passed:
+            raise DrillFailed(f"drill {done.id} failed: {done.reasons()[0]}")
+        return {"drill": done.id, "rto_s": done.rto_s, "rpo_s": done.rpo_s}
 
     def backup(
         self, job: JobView, policy: Policy, rule: Rule, stop: threading.Event

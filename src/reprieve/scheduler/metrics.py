@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from reprieve.catalog.db import Catalog, as_utc
 from reprieve.catalog.models import Job
 from reprieve.catalog.points import vault_key
+from reprieve.drills.standing import Standing, standings
 from reprieve.policy.model import Policy
 from reprieve.scheduler.queue import JobView
 from reprieve.scheduler.status import replication_lag, status, vaults_of
@@ -118,6 +119,17 @@ class _CatalogCollector(Collector):
             "The most replication lag the tier allows (its RPO).",
             labels=pair,
         )
+        drill_families = {
+            name: GaugeMetricFamily(f"reprieve_{name}", text, labels=res_labels)
+            for name, text in (
+                ("drill_last_timestamp_seconds", "When the resource's last drill started."),
+                ("drill_passed", "1 when the resource's last drill passed, else 0."),
+                ("drill_rto_seconds", "The RTO the last drill measured."),
+                ("drill_rpo_seconds", "The RPO the last drill measured."),
+                ("drill_due_timestamp_seconds", "When the next drill is due (tier frequency)."),
+                ("rto_predicted_seconds", "Predicted restore time from past drills' speed."),
+            )
+        }
         sizes = GaugeMetricFamily(
             "reprieve_vault_bytes", "Bytes stored per vault.", labels=["vault", "storage_class"]
         )
@@ -152,6 +164,7 @@ class _CatalogCollector(Collector):
                         )
                         key = (source, target, row.tier)
                         lags[key] = max(lags.get(key, 0.0), behind)
+            drilled = standings(session, policy, since, now)
             by_resource = {r.resource: r for r in rows}
             for resource, kind, at in successes:
                 known = by_resource.get(resource or "")
@@ -165,8 +178,25 @@ class _CatalogCollector(Collector):
                 rpo.add_metric([*labels, "dr"], row.dr_rpo_s)
             rpo_target.add_metric(labels, row.rpo_target_s)
             rto_target.add_metric(labels, row.rto_target_s)
+            if row.resource in drilled:
+                _add_drill(drill_families, labels, drilled[row.resource])
         for (source, target, tier), behind in sorted(lags.items()):
             lag.add_metric([source, target, tier], behind)
             lag_target.add_metric([source, target, tier], policy.tiers[tier].rpo.total_seconds())
         self.metrics.up.set(1)
         yield from (rpo, rpo_target, rto_target, last, lag, lag_target)
+        yield from drill_families.values()
+
+
+def _add_drill(families: dict[str, GaugeMetricFamily], labels: list[str], d: Standing) -> None:
+    families["drill_due_timestamp_seconds"].add_metric(labels, d.due.timestamp())
+    if d.predicted_rto_s is not None:
+        families["rto_predicted_seconds"].add_metric(labels, d.predicted_rto_s)
+    if d.last_drill is None:
+        return
+    families["drill_last_timestamp_seconds"].add_metric(labels, d.last_drill.timestamp())
+    families["drill_passed"].add_metric(labels, 1.0 if d.passed else 0.0)
+    if d.rto_s is not None:
+        families["drill_rto_seconds"].add_metric(labels, d.rto_s)
+    if d.rpo_s is not None:
+        families["drill_rpo_seconds"].add_metric(labels, d.rpo_s)

@@ -20,6 +20,12 @@ from reprieve.policy.model import FOREVER, Policy, Rule
 BACKUP = "backup"
 COPY = "copy"
 RETENTION = "retention"
+DRILL = "drill"
+
+# A drill may start any time in the week after its time (GRACE of overdue).
+DRILL_START_WINDOW = timedelta(days=7)
+DRILL_COMPLETION_WINDOW = timedelta(days=8)
+DRILLED_KINDS = ("files", "postgres")
 
 # Retention and lifecycle run once a day, at midnight UTC, and may start
 # any time in the twelve hours after.
@@ -117,6 +123,7 @@ def series(policy: Policy) -> list[Series]:
                         tier=policy.tier_of(spec),
                     )
                 )
+    found += _drills(policy)
     for (plan, name), rule in sorted(used.items()):
         cold = rule.lifecycle.cold_vault if rule.lifecycle else None
         for vault, target in [(rule.vault, cold)] + [(c.vault, None) for c in rule.copies]:
@@ -132,6 +139,33 @@ def series(policy: Policy) -> list[Series]:
                     target=target,
                 )
             )
+    return found
+
+
+def _drills(policy: Policy) -> list[Series]:
+    """A drill series per resource, at its tier's drill schedule, from the vault
+    its first rule writes (the scenario picks the vault it really reads)."""
+    found = []
+    for resource in sorted(policy.resources):
+        spec = policy.resources[resource]
+        plans = policy.plans_for(resource)
+        if spec.kind.value not in DRILLED_KINDS or not plans:
+            continue
+        tier = policy.tier_of(spec)
+        found.append(
+            Series(
+                kind=DRILL,
+                plan=plans[0],
+                rule=f"drill-{tier}",
+                vault=policy.plans[plans[0]].rules[0].vault,
+                schedule=policy.tiers[tier].drill_cron,
+                start_window=DRILL_START_WINDOW,
+                completion_window=DRILL_COMPLETION_WINDOW,
+                resource=resource,
+                tenant=spec.tenant,
+                tier=tier,
+            )
+        )
     return found
 
 

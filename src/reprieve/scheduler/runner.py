@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from reprieve.catalog import policies
 from reprieve.catalog.db import Catalog, as_utc
-from reprieve.errors import DamageError, ReprieveError, UsageError, WrongKeyError
+from reprieve.errors import DamageError, DrillFailed, ReprieveError, UsageError, WrongKeyError
 from reprieve.policy.model import Policy
 from reprieve.scheduler import queue
 from reprieve.scheduler.plan import cron, series
@@ -47,7 +47,8 @@ HEARTBEAT_S = 15.0  # well inside queue.STALE_AFTER
 FINISH_RETRIES = (1.0, 2.0, 4.0, 8.0)
 
 # Failures another attempt cannot mend: a wrong key, damage, a bad request.
-NOT_RETRIED = (UsageError, WrongKeyError, DamageError, JobCancelled)
+# A failed drill is a finding, not a fault: a retry that passes would hide it.
+NOT_RETRIED = (UsageError, WrongKeyError, DamageError, DrillFailed, JobCancelled)
 
 
 class Scheduler:

@@ -434,7 +434,10 @@ def restore_postgres(
     os_user: str | None = None,
     listen: str = "127.0.0.1",
     progress: Progress | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Recovery:
+    """Recover ``resource`` into ``target``; ``settings`` are extra server settings
+    (a drill's sandbox gives the cluster an ``hba_file`` of its own)."""
     began = time.monotonic()
     target = target.absolute()
     store = LogStore(vault, resource)
@@ -457,7 +460,18 @@ def restore_postgres(
             prepare_target(target, os_user)
             try:
                 return _recover(
-                    vault, store, base, target, to, port, start, os_user, listen, began, progress
+                    vault,
+                    store,
+                    base,
+                    target,
+                    to,
+                    port,
+                    start,
+                    os_user,
+                    listen,
+                    began,
+                    progress,
+                    settings or {},
                 )
             except TargetNotReached:
                 discard(target)
@@ -494,6 +508,7 @@ def _recover(
     listen: str,
     began: float,
     progress: Progress | None,
+    extra: dict[str, str],
 ) -> Recovery:
     asked_at = datetime.now(UTC)
     resource = store.resource
@@ -519,6 +534,7 @@ def _recover(
         "listen_addresses": listen if start else "",
         "unix_socket_directories": str(socket_dir(target)),
         **to.settings(),
+        **extra,
     }
     write_settings(target, settings, os_user)
     write_new(target / "recovery.signal", b"", os_user)

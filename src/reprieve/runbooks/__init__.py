@@ -1,0 +1,1 @@
+"""Runbooks: failover and failback plans made of typed steps, planned, run, and recorded."""
