@@ -77,6 +77,10 @@ class Clock:
     def check(self, made: Check) -> None:
         self.drill.checks.append(made)
 
+    def tally(self, resource: str) -> str:
+        mine = [c for c in self.drill.checks if c.resource == resource]
+        return f"{sum(c.passed for c in mine)} of {len(mine)} checks passed"
+
 
 def _said(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
@@ -129,8 +133,7 @@ def _files(
             clock.check(sqlite_integrity(path, folder, part.resource))
         for made in declared(part.checks, place):
             clock.check(made)
-        mine = [c for c in clock.drill.checks if c.resource == part.resource]
-        return f"{sum(c.passed for c in mine)} of {len(mine)} checks passed"
+        return clock.tally(part.resource)
 
     clock.step("verify", part.resource, verify)
     return recovered
@@ -228,8 +231,7 @@ def _postgres(
             clock.check(amcheck(place, databases))
             for made in declared(part.checks, place):
                 clock.check(made)
-        mine = [c for c in clock.drill.checks if c.resource == part.resource]
-        return f"{sum(c.passed for c in mine)} of {len(mine)} checks passed"
+        return clock.tally(part.resource)
 
     clock.step("verify", part.resource, verify)
     return recovered

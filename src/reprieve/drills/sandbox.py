@@ -32,21 +32,12 @@ from pathlib import Path
 from types import TracebackType
 
 from reprieve.home import home
+from reprieve.sources.pg_standby import process_alive
 from reprieve.sources.postgres import default_os_user, pg_tool, run_as
 
 
 def _registry() -> Path:
     return home() / "drills" / "active"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def teardown(folder: Path) -> str:
@@ -136,7 +127,7 @@ def reap() -> list[str]:
             path, pid = Path(info["path"]), int(info["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if _alive(pid):
+        if process_alive(pid):
             continue
         removed.append(teardown(path))
         with contextlib.suppress(OSError):

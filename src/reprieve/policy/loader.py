@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -104,10 +104,18 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
 
 def _shape_problem(error: Any) -> tuple[Loc, str]:
     loc: Loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
+    return shape_problem(error, loc, lambda: _model_at(loc[:-1]))
+
+
+def shape_problem(
+    error: Any, loc: Loc, model: Callable[[], type[BaseModel] | None]
+) -> tuple[Loc, str]:
+    """(where, what) of one pydantic error at ``loc``, in a file's own words;
+    ``model`` finds the model whose keys an unknown key was not among."""
     kind = error["type"]
     if kind == "extra_forbidden":
-        model = _model_at(loc[:-1])
-        allowed = f" (allowed: {', '.join(model.model_fields)})" if model else ""
+        found = model()
+        allowed = f" (allowed: {', '.join(found.model_fields)})" if found else ""
         return loc, f"unknown key {loc[-1]!r}{allowed}"
     if kind == "missing":
         return loc[:-1], f"missing required key {loc[-1]!r}"

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from reprieve.errors import UsageError
-from reprieve.policy.loader import where
+from reprieve.policy.loader import shape_problem, where
 from reprieve.policy.model import SEED_TIERS, VaultSpec
 from reprieve.runbooks.model import (
     FilesRestoreSpec,
@@ -87,17 +87,7 @@ def _is_tag(part: str) -> bool:
 def _shape_problem(error: Any) -> tuple[Loc, str]:
     raw: Loc = tuple(error["loc"])
     loc: Loc = tuple(p for p in raw if not (isinstance(p, str) and _is_tag(p)))
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        model = _model_at(raw[:-1])
-        allowed = f" (allowed: {', '.join(model.model_fields)})" if model else ""
-        return loc, f"unknown key {loc[-1]!r}{allowed}"
-    if kind == "missing":
-        return loc[:-1], f"missing required key {loc[-1]!r}"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if kind.endswith("_type") or kind in ("enum", "literal_error"):
-        message += f", not {error['input']!r}"
-    return loc, message
+    return shape_problem(error, loc, lambda: _model_at(raw[:-1]))
 
 
 def _meaning(runbook: Runbook) -> Iterator[tuple[Loc, str]]:

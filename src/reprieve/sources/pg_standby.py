@@ -72,7 +72,7 @@ def write_state(state: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(state, indent=2, sort_keys=True).encode())
 
 
-def _alive(pid: int | None) -> bool:
+def process_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
@@ -96,7 +96,7 @@ def start_standby(
 ) -> dict[str, Any]:
     with contextlib.suppress(NotFoundError):
         old = read_state(resource)
-        if old.get("state") == "following" and _alive(old.get("follower_pid")):
+        if old.get("state") == "following" and process_alive(old.get("follower_pid")):
             raise UsageError(f"a standby of {resource!r} already runs in {old['target']}")
     bases = base_points(vault, resource)
     if not bases:
@@ -253,7 +253,7 @@ def promote(resource: str) -> dict[str, Any]:
     state = read_state(resource)
     if state.get("state") == "promoted":
         raise UsageError(f"the standby of {resource!r} was already promoted")
-    if not _alive(state.get("follower_pid")):
+    if not process_alive(state.get("follower_pid")):
         raise DatabaseError(
             f"the standby follower of {resource!r} is not running; WAL since it stopped "
             "would not be replayed"
@@ -271,10 +271,10 @@ def promote(resource: str) -> dict[str, Any]:
     took = time.monotonic() - began
     # The follower served WAL until promotion finished; now it may go.
     pid = state.get("follower_pid")
-    if isinstance(pid, int) and _alive(pid):
+    if isinstance(pid, int) and process_alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
-        while _alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
     state.update(state="promoted", promoted=datetime.now(UTC).isoformat())
     write_state(state)
@@ -299,7 +299,7 @@ def standbys() -> list[dict[str, Any]]:
         if state.get("state") == "following":
             with contextlib.suppress(FileNotFoundError, ValueError):
                 state.update(json.loads(_lag_path(state["resource"]).read_text()))
-            if not _alive(state.get("follower_pid")):
+            if not process_alive(state.get("follower_pid")):
                 state["state"] = "stalled"
         rows.append(state)
     return rows
