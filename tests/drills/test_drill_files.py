@@ -161,6 +161,8 @@ def test_files_loss_drill_verifies_every_byte_and_is_recorded(tmp_path: Path) ->
     assert abs(standing["drill_rto_s"] - doc["rto_s"]) < 0.06
     assert standing["predicted_rto_s"] is not None
     assert standing["predicted_rto_state"] == "ok"
+    (row,) = site.ok("status").stdout.splitlines()[1:]
+    assert row.startswith(RESOURCE) and " passed " in row
 
 
 def test_a_damaged_point_fails_the_drill_and_names_why(tmp_path: Path) -> None:

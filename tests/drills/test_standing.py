@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import FAST_KDF, PASSWORD, ok
 
+from reprieve.catalog import policies
 from reprieve.catalog.db import open_catalog
 from reprieve.catalog.models import DrillResource, PointRecord
 from reprieve.catalog.points import vault_key
@@ -138,6 +139,7 @@ def test_overdue_failing_slowing_and_too_slow_to_restore(tmp_path: Path) -> None
             )  # fmt: skip
         with catalog.session() as session:
             found = standings(session, policy, now - timedelta(days=400), now)
+        policies.apply(catalog, policy, _policy(tmp_path), "p.yaml")
 
     app = found["app"]
     assert app.last_drill == now - timedelta(days=40) and app.passed is False
@@ -154,3 +156,11 @@ def test_overdue_failing_slowing_and_too_slow_to_restore(tmp_path: Path) -> None
     tool = found["tool"]
     assert tool.due == now - timedelta(days=400) + timedelta(days=184) and tool.overdue
     assert tool.predicted_rto_s is None and tool.prediction_basis == "no point yet"
+
+    # status says it too, and warns that app could not be restored within its RTO.
+    shown = ok("status", "--catalog-url", f"sqlite:///{tmp_path / 'catalog.db'}")
+    app_line = next(line for line in shown.stdout.splitlines() if line.startswith("app "))
+    assert "FAILED (overdue)" in app_line
+    (warning,) = shown.stderr.splitlines()
+    assert warning.startswith("reprieve: warning: restoring app would take about 19m")
+    assert "over its RTO of 15m" in warning

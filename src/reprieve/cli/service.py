@@ -158,7 +158,7 @@ def status(tenant: str | None, catalog_url: str | None, as_json: bool) -> None:
     def human() -> None:
         click.echo(
             f"{'RESOURCE':<20} {'TENANT':<12} {'TIER':<9} {'RPO':>8} {'TARGET':>8} "
-            f"{'LAG':>8}  {'STATE':<9} {'LAST DRILL':<17} {'RTO':>7} {'PREDICTED':>9}"
+            f"{'LAG':>8}  {'STATE':<9} {'LAST DRILL':<17} {'RTO':>7} {'RPO':>7} {'PREDICTED':>9}"
         )
         for r in rows:
             lag = _secs(r.replication_lag_s) if r.replication_lag_s is not None else "-"
@@ -171,12 +171,13 @@ def status(tenant: str | None, catalog_url: str | None, as_json: bool) -> None:
                 drill = f"{d.last_drill:%Y-%m-%d} {'passed' if d.passed else 'FAILED'}"
             drill += " (overdue)" if d and d.overdue else ""
             rto = _secs(d.rto_s) if d and d.rto_s is not None else "-"
+            rpo = _secs(d.rpo_s) if d and d.rpo_s is not None else "-"
             predicted = "-"
             if d and d.predicted_rto_s is not None:
                 predicted = _secs(d.predicted_rto_s)
             click.echo(
                 f"{r.resource:<20} {r.tenant:<12} {r.tier:<9} {_secs(r.rpo_s):>8} "
-                f"{_secs(r.rpo_target_s):>8} {lag:>8}  {r.state:<9} {drill:<17} {rto:>7} "
+                f"{_secs(r.rpo_target_s):>8} {lag:>8}  {r.state:<9} {drill:<17} {rto:>7} {rpo:>7} "
                 f"{predicted:>9}"
             )
 
