@@ -27,6 +27,7 @@ from conftest import FAST_KDF, PASSWORD, Result, ok
 
 from reprieve.catalog.db import open_catalog
 from reprieve.drills.store import records
+from reprieve.policy.loader import load_policy
 from reprieve.runbooks.dns import ZoneFile
 from reprieve.runbooks.loader import load_runbook
 
@@ -438,6 +439,15 @@ def test_malformed_runbook_is_one_line_and_exit_2(tmp_path: Path, text: str, pro
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
-def test_example_runbooks_are_valid(path: Path) -> None:
+def test_example_runbooks_are_valid_for_the_example_policy(path: Path) -> None:
     book = load_runbook(path)
-    assert book.steps
+    policy = load_policy(EXAMPLES.parent / "policy.yaml").policy
+    urls = {spec.url for spec in policy.vaults.values()}
+    steps = [s for item in book.steps for s in getattr(item, "steps", [item])]
+    restores = [s.restore for s in steps if s.restore is not None]
+    assert restores, "a failover or failback restores something"
+    for restore in restores:
+        assert restore.resource in policy.resources
+        vault = restore.vault
+        url = book.vaults[vault].url if isinstance(vault, str) else vault.url
+        assert url in urls
