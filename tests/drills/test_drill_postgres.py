@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,28 @@ def test_data_corruption_drill_recovers_to_just_before_the_damage(tmp_path: Path
         recovered_to = doc["recovered"][0]["recovered_to"]
         assert recovered_to is not None and recovered_to < damage_at.isoformat()
         assert doc["declared_at"][:19] == damage_at.astimezone(UTC).isoformat()[:19]
+
+        # Given no moment, the drill finds it: recoveries bisect the WAL with the checks,
+        # which must then be invariants (the count above grows after the base backup).
+        _apply(
+            p,
+            tmp_path,
+            [
+                "{name: no damaged amounts, sql: "
+                "'SELECT count(*) FROM orders WHERE amount < 0', expect: 0}",
+            ],
+        )
+        found = p.cli(
+            "drill", "run", "--resource", RESOURCE, "--scenario", "data-corruption", "--json"
+        ).json()
+        assert found["passed"] is True, found["reasons"]
+        located = next(c for c in found["checks"] if c["name"] == "corruption located")
+        good = datetime.fromisoformat(located["evidence"]["last_good"])
+        bad = datetime.fromisoformat(located["evidence"]["first_bad"])
+        # The damaging UPDATE committed after damage_at, and within the last second found.
+        assert good < bad <= good + timedelta(seconds=1)
+        assert good <= damage_at + timedelta(seconds=1) and bad >= damage_at
+        assert found["declared_at"][:19] == bad.astimezone(UTC).isoformat()[:19]
 
 
 def test_a_drill_killed_with_a_running_cluster_leaves_nothing_behind(tmp_path: Path) -> None:

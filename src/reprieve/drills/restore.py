@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reprieve.drills.model import Check, Drill, Recovered, Step
 from reprieve.drills.sandbox import Sandbox
@@ -29,6 +29,9 @@ from reprieve.errors import ReprieveError
 from reprieve.policy.model import Verification
 from reprieve.vault.points import Point
 from reprieve.vault.repository import Vault
+
+if TYPE_CHECKING:  # imported where used: a files drill never loads the PostgreSQL code
+    from reprieve.sources.pg_recover import Recovery, Target
 
 
 @dataclass
@@ -142,14 +145,8 @@ def _files(
 def _postgres(
     part: Part, box: Sandbox, clock: Clock, declared_at: datetime, progress: Progress
 ) -> Recovered:
-    from reprieve.sources.pg_recover import (
-        Recovery,
-        Target,
-        recovery_log,
-        restore_postgres,
-        socket_dir,
-    )
-    from reprieve.sources.postgres import base_meta, base_points, default_os_user
+    from reprieve.sources.pg_recover import Target, recovery_log
+    from reprieve.sources.postgres import base_meta, base_points
 
     folder = box.folder(part.resource)
     if part.recover_to is not None:
@@ -160,26 +157,10 @@ def _postgres(
         target = Target("latest")
     began = clock.now()
     held: dict[str, Recovery] = {}
-    # The copy answers only on its socket, in a folder only root and the cluster's
-    # user may enter, and trusts those: production's pg_hba.conf (passwords, other
-    # hosts) neither applies nor leaks in.
-    hba = box.path / f"{part.resource}.hba.conf"
-    hba.write_text("local all all trust\n")
-    hba.chmod(0o644)
 
     def restore() -> str:
         try:
-            held["r"] = restore_postgres(
-                part.vault,
-                part.resource,
-                folder,
-                target,
-                start=True,
-                os_user=default_os_user(),
-                listen="",
-                progress=progress,
-                settings={"hba_file": str(hba)},
-            )
+            held["r"] = recover_into(part.vault, part.resource, folder, target, box, progress)
         except ReprieveError as exc:
             # The server's log is in the sandbox, which goes: keep its end as evidence.
             tail = _tail(recovery_log(folder))
@@ -220,9 +201,7 @@ def _postgres(
         restore_s=restore_s,
         bytes_read=recovery.base_bytes + recovery.wal_bytes,
     )
-    host = str(socket_dir(folder.absolute()))
-    env = {"PGHOST": host, "PGPORT": str(recovery.port), "PGUSER": "postgres"}
-    place = Sandboxed(part.resource, folder, recovery.port, host, env)
+    place = sandboxed(part.resource, folder, recovery)
 
     def verify() -> str:
         accepts, databases = server_accepts(place)
@@ -235,6 +214,43 @@ def _postgres(
 
     clock.step("verify", part.resource, verify)
     return recovered
+
+
+def recover_into(
+    vault: Vault, resource: str, folder: Path, target: Target, box: Sandbox, progress: Progress
+) -> Recovery:
+    """Recover ``resource`` into ``folder`` of the sandbox and leave it running.
+
+    The copy answers only on its socket, in a folder only root and the cluster's
+    user may enter, and trusts those: production's pg_hba.conf (passwords, other
+    hosts) neither applies nor leaks in.
+    """
+    from reprieve.sources.pg_recover import restore_postgres
+    from reprieve.sources.postgres import default_os_user
+
+    hba = box.path / f"{resource}.hba.conf"
+    hba.write_text("local all all trust\n")
+    hba.chmod(0o644)
+    return restore_postgres(
+        vault,
+        resource,
+        folder,
+        target,
+        start=True,
+        os_user=default_os_user(),
+        listen="",
+        progress=progress,
+        settings={"hba_file": str(hba)},
+    )
+
+
+def sandboxed(resource: str, folder: Path, recovery: Recovery) -> Sandboxed:
+    """Where checks find a recovered cluster: its socket folder and port."""
+    from reprieve.sources.pg_recover import socket_dir
+
+    host = str(socket_dir(folder.absolute()))
+    env = {"PGHOST": host, "PGPORT": str(recovery.port), "PGUSER": "postgres"}
+    return Sandboxed(resource, folder, recovery.port, host, env)
 
 
 def _tail(path: Path, lines: int = 30) -> str:

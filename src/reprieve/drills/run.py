@@ -5,9 +5,11 @@ Scenarios, and what each changes:
 * ``namespace-or-files-loss`` and ``database-failure``: the newest point
   (for a database, the newest commit in the vault) from the primary vault.
 * ``data-corruption``: the newest state before the moment given with
-  ``at``. Without one, for files, the moment is detected: points are
-  restored newest first until one passes every check, and the oldest point
-  that failed marks the corruption.
+  ``at``. Without one, the moment is detected with the resource's checks:
+  for files, points are restored newest first until one passes every check,
+  and the oldest point that failed marks the corruption; for a database,
+  point-in-time recoveries bisect the WAL after the newest base backup
+  (``drills/locate.py``).
 * ``region-failure``: only the DR vault is opened (the rule's copy target
   or the one given); the primary is never contacted.
 * ``ransomware``: the primary's credentials are taken as compromised. The
@@ -26,8 +28,9 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from reprieve.drills.locate import locate_damage
 from reprieve.drills.model import Check, Drill, DrillKind, Scenario, new_id
 from reprieve.drills.restore import Clock, Part, primary_last_commit, restore_part
 from reprieve.drills.sandbox import Sandbox, reap
@@ -220,7 +223,10 @@ def _choose(
                     "a ransomware drill recovers only from a locked one"
                 )
         if request.scenario is Scenario.DATA_CORRUPTION and request.at is None:
-            raise UsageError(f"give the moment of the damage to {subject.name} with --at TIME")
+            good, bad = locate_damage(vault, subject.name, subject.checks, box, clock)
+            clock.drill.declared_at = bad
+            # The recovery goes to "just before" recover_to: to the last good moment.
+            part.recover_to = good + timedelta(microseconds=1)
         return part
     points = [p for p in points if p.kind == "files"]
     locked = None
