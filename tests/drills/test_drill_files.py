@@ -394,3 +394,37 @@ def test_http_checks_pass_on_the_expected_answer_and_fail_on_another(tmp_path: P
     assert not checks["status page"]["passed"]
     assert checks["status page"]["evidence"]["status"] == 404
     assert checks["ledger present"]["passed"]
+
+
+def test_a_tenant_drill_recovers_every_resource_as_one_exercise(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    policy = tmp_path / "policy.yaml"
+    docs = site.data / "docs"
+    policy.write_text(
+        policy.read_text().replace(
+            "plans:\n",
+            f'  app-docs: {{kind: files, tenant: acme, paths: ["{docs}"]}}\n'
+            "  acme-cluster: {kind: kubernetes, tenant: acme}\nplans:\n",
+        )
+    )
+    site.ok("policy", "apply", policy)
+    site.backup()
+    site.ok("backup", "files", docs, "--vault", site.primary, "--resource", "app-docs")
+
+    result = site.cli("drill", "run", "--tenant", "acme", "--json")
+
+    assert result.code == 0, result.stdout
+    doc = result.json()
+    assert doc["subject"] == "tenant:acme" and doc["tenant"] == "acme"
+    # The kubernetes resource has no drill yet: the exercise covers the other two.
+    assert sorted(r["resource"] for r in doc["recovered"]) == ["app-docs", RESOURCE]
+    assert doc["resources"] == {"app-docs": "files", RESOURCE: "files"}
+    spans = [r["span_s"] for r in doc["recovered"]]
+    assert doc["rto_s"] >= sum(spans)  # one after the other, inside one RTO
+    by_resource = {c["resource"] for c in doc["checks"] if c["name"] == "content digests"}
+    assert by_resource == {"app-docs", RESOURCE}
+    rows = {r["resource"]: r for r in site.ok("status", "--json").json()}
+    assert rows["app-docs"]["drill_passed"] and rows[RESOURCE]["drill_passed"]
+    assert "drill_passed" not in rows["acme-cluster"]
+    assert [d["subject"] for d in site.ok("drill", "list", "--resource", "app-docs",
+                                          "--json").json()] == ["tenant:acme"]  # fmt: skip
