@@ -428,3 +428,17 @@ def test_a_tenant_drill_recovers_every_resource_as_one_exercise(tmp_path: Path) 
     assert "drill_passed" not in rows["acme-cluster"]
     assert [d["subject"] for d in site.ok("drill", "list", "--resource", "app-docs",
                                           "--json").json()] == ["tenant:acme"]  # fmt: skip
+
+
+def test_a_wrong_password_or_a_missing_vault_exits_with_its_own_code(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.backup()
+
+    wrong = run_cli("drill", "run", "--resource", RESOURCE, password="not it", env=site.env)
+    missing = site.cli("drill", "run", "--resource", RESOURCE, "--from-vault", tmp_path / "nope")
+
+    assert wrong.code == 4 and wrong.stderr.splitlines()[-1].startswith("reprieve: wrong password")
+    assert missing.code == 5 and "no vault at" in missing.stderr.splitlines()[-1]
+    # Both are on record as failed drills: the recovery could not have happened.
+    recorded = site.ok("drill", "list", "--json").json()
+    assert [d["passed"] for d in recorded] == [False, False]

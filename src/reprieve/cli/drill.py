@@ -20,7 +20,7 @@ from reprieve.cli.common import (
     secret_options,
 )
 from reprieve.drills.model import Drill, Scenario
-from reprieve.errors import DamageFound, DrillFailed, UsageError
+from reprieve.errors import DamageFound, DrillFailed, UsageError, VaultNotFound, WrongKeyError
 
 SCENARIOS = [s.value for s in Scenario if s is not Scenario.FAILOVER]
 
@@ -111,6 +111,9 @@ def drill_run(
     if done.failure == INTERRUPTED:
         raise click.exceptions.Abort
     emit(as_json, done.to_json(), lambda: _print_drill(done))
+    if isinstance(done.error, WrongKeyError | VaultNotFound):
+        # Recorded as a failed drill, and exited with the code these always have.
+        raise done.error
     if not done.passed:
         raise DrillFailed(f"drill {done.id} failed: {done.reasons()[0]}")
 
@@ -217,7 +220,7 @@ def drill_show(drill_id: str, catalog_url: str | None, as_json: bool) -> None:
     from reprieve.drills import store
 
     with open_catalog(catalog_url) as catalog:
-        done, _ = store.load(catalog, drill_id)
+        done = store.load(catalog, drill_id)
     emit(as_json, done.to_json(), lambda: _print_drill(done))
 
 
@@ -255,7 +258,7 @@ def drill_report(
     if (html_path is None) == (verify_path is None):
         raise UsageError("give --html FILE to write a report, or --verify FILE to check one")
     with open_catalog(catalog_url) as catalog:
-        done, _ = store.load(catalog, drill_id)
+        done = store.load(catalog, drill_id)
         if verify_path is not None:
             digest = file_digest(verify_path.read_bytes())
             recorded = store.report_digests(catalog, done.id)

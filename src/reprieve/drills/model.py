@@ -171,6 +171,8 @@ class Drill:
     resources: dict[str, str] = field(default_factory=dict)
     # A runbook run resumed part-way (--from): its time is not the whole RTO.
     resumed: bool = False
+    # What stopped the drill, as raised (not kept in the document).
+    error: BaseException | None = field(default=None, repr=False, compare=False)
 
     @property
     def rpo_s(self) -> float | None:
@@ -222,7 +224,11 @@ class Drill:
     def reasons(self) -> list[str]:
         """Why the drill did not pass, one short phrase each."""
         why = [self.failure] if self.failure else []
-        why += [f"step {s.name} failed: {s.detail}" for s in self.steps if not s.ok]
+        why += [
+            f"step {s.name} failed: {s.detail}"
+            for s in self.steps
+            if not s.ok and s.detail != self.failure  # the failure already says it
+        ]
         why += [f"check {c.name} failed: {c.detail}" for c in self.checks if not c.passed]
         if self.failure is None and not self.rto_met:
             why.append(f"RTO {_secs(self.rto_s)} over the target {_secs(self.rto_target_s)}")

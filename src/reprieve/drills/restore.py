@@ -146,7 +146,7 @@ def _postgres(
     part: Part, box: Sandbox, clock: Clock, declared_at: datetime, progress: Progress
 ) -> Recovered:
     from reprieve.sources.pg_recover import Target, recovery_log
-    from reprieve.sources.postgres import base_meta, base_points
+    from reprieve.sources.postgres import base_meta
 
     folder = box.folder(part.resource)
     if part.recover_to is not None:
@@ -183,7 +183,7 @@ def _postgres(
     for phase, seconds in recovery.phases.items():
         clock.drill.steps.append(Step(f"restore: {phase}", at, seconds, True, part.resource))
         at += seconds
-    base = next(p for p in base_points(part.vault, part.resource) if p.id == recovery.base)
+    base = part.vault.load_point(recovery.base)
     newest = recovery.recovered_to or datetime.fromisoformat(base_meta(base)["stop_time"])
     if part.recover_to is not None:
         rpo = 0.0  # recovery reached the moment: every commit before it came back

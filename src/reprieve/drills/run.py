@@ -121,7 +121,7 @@ def run_drill(
                 _drill_one(request, subject, newest[subject.name], open_vault, box, clock, progress)
             drill.rto_s = clock.now()
     except ReprieveError as exc:
-        drill.failure = str(exc)
+        drill.failure, drill.error = str(exc), exc
     except (KeyboardInterrupt, Interrupted):  # Ctrl-C or SIGTERM: torn down, recorded
         drill.failure = INTERRUPTED
     except Exception as exc:  # a fault nobody foresaw is still a failed drill, on record

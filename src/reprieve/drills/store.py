@@ -100,8 +100,8 @@ def records(
         return list(session.scalars(query))
 
 
-def load(catalog: Catalog, prefix: str) -> tuple[Drill, str | None]:
-    """(the drill whose id starts with ``prefix``, its newest report's digest if any)."""
+def load(catalog: Catalog, prefix: str) -> Drill:
+    """The drill whose id starts with ``prefix``, checked against its audit event."""
     query = select(DrillRecord).where(DrillRecord.id.startswith(prefix, autoescape=True))
     with catalog.session() as session:
         rows = list(session.scalars(query))
@@ -123,7 +123,7 @@ def load(catalog: Catalog, prefix: str) -> tuple[Drill, str | None]:
             f"drill {row.id} in the catalog does not match the digest its audit event "
             "recorded: it was edited; `reprieve audit verify` checks the trail itself"
         )
-    return Drill.from_json(row.document), row.report_digest
+    return Drill.from_json(row.document)
 
 
 def note_report(
