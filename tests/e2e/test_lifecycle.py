@@ -37,19 +37,27 @@ def test_lifecycle_moves_then_expires_exactly_the_expected_points(
     rng = random.Random(3)
     data = tmp_path / "data"
     random_file(data / "a.bin", rng, 700_000)
+    old_at = time.monotonic()  # just before the point's own time
     old = backup(hot, data)
     old_digests = digests(data)
-    time.sleep(4)
+    time.sleep(5)
     random_file(data / "a.bin", rng, 700_000)
+    new_at = time.monotonic()
     new = backup(hot, data)
 
-    rules = ["--cold-vault", cold, "--cold-after", "3s", "--delete-after", "1h"]
-    plan = ok("lifecycle", "run", "--vault", hot, *rules, "--dry-run", "--json").json()
+    def rules() -> list[str | Path]:
+        """--cold-after halfway between the two points' ages now: on a loaded
+        machine a fixed age let the new point grow old enough to move too."""
+        now = time.monotonic()
+        between = round(((now - old_at) + (now - new_at)) / 2)
+        return ["--cold-vault", cold, "--cold-after", f"{between}s", "--delete-after", "1h"]
+
+    plan = ok("lifecycle", "run", "--vault", hot, *rules(), "--dry-run", "--json").json()
     assert [m["point"] for m in plan["move"]] == [old["point"]]
     assert plan["delete"] == [] and plan["kept"] == []
     assert ids(hot) == [old["point"], new["point"]] and ids(cold) == []
 
-    done = ok("lifecycle", "run", "--vault", hot, *rules, "--json").json()
+    done = ok("lifecycle", "run", "--vault", hot, *rules(), "--json").json()
     (moved,) = done["move"]
     assert moved["point"] == old["point"]
     assert ids(hot) == [new["point"]]
