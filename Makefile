@@ -26,7 +26,7 @@ typecheck: install
 
 unit: install
 	bash scripts/install-test-tools.sh
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 test: lint typecheck unit
 

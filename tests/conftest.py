@@ -21,6 +21,14 @@ PASSWORD = "correct horse battery staple"
 FAST_KDF = ["--kdf-memory-kib", "8192"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long trials first: parallel workers then finish at about the same time.
+
+    The sort is stable, so the tests of a module stay together and in order.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     for name in list(os.environ):

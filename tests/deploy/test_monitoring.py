@@ -454,6 +454,7 @@ def test_promtool_accepts_the_rules(promtool: str) -> None:
     run_promtool(promtool, "check", "rules", ALERTS)
 
 
+@pytest.mark.slow
 def test_promtool_unit_tests_fire_and_stay_quiet_as_written(promtool: str) -> None:
     run_promtool(promtool, "test", "rules", ALERT_TESTS)
 

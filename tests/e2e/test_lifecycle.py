@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from conftest import FAST_KDF, ok, run_cli
 from support import digests, one_line, random_file, restored_at
 
@@ -25,6 +26,7 @@ def ids(vault: str) -> list[str]:
     return [p["id"] for p in ok("points", "list", "--vault", vault, "--json").json()]
 
 
+@pytest.mark.slow
 def test_lifecycle_moves_then_expires_exactly_the_expected_points(
     s3_bucket: str, s3_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -25,6 +25,7 @@ def proxy(seaweed: Seaweed) -> Iterator[FaultProxy]:
     faulty.close()
 
 
+@pytest.mark.slow
 def test_backups_and_copies_through_faults_complete_or_fail_cleanly(
     s3_bucket: str, seaweed: Seaweed, proxy: FaultProxy, tmp_path: Path
 ) -> None:

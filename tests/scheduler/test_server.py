@@ -71,6 +71,7 @@ def status_of(resource: str) -> dict[str, Any]:
     return next(r for r in rows if r["resource"] == resource)
 
 
+@pytest.mark.slow
 def test_a_server_backs_up_copies_and_reports_lag_turning_to_breach(
     tmp_path: Path, dr_region: Seaweed
 ) -> None:

@@ -17,6 +17,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from conftest import FAST_KDF, PASSWORD, ok
 from pg import Postgres
 from seaweed import free_ports
@@ -52,6 +53,7 @@ plans:
 """
 
 
+@pytest.mark.slow
 def test_two_servers_share_the_due_jobs_and_run_each_once(
     tmp_path: Path, postgres: Postgres
 ) -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from reprieve.catalog import policies
@@ -175,6 +176,7 @@ def ran_at(due: datetime, attempts: int) -> datetime:
     return due + (timedelta(seconds=30) if attempts == 2 else timedelta(0))
 
 
+@pytest.mark.slow
 def test_a_week_of_three_tiers_runs_exactly_the_expected_jobs(tmp_path: Path) -> None:
     with open_catalog(f"sqlite:///{tmp_path / 'catalog.db'}") as catalog:
         executor = simulate(catalog)
