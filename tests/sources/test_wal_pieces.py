@@ -91,11 +91,12 @@ def test_restore_helper_stops_recovery_when_the_feeder_is_gone(tmp_path: Path) -
     assert not (inbox / "requests" / f"{name}.want").exists()
 
 
-def test_restore_helper_copies_a_prefetched_file_and_reports_progress(tmp_path: Path) -> None:
+def test_restore_helper_moves_a_prefetched_file_and_reports_progress(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     (inbox / "requests").mkdir(parents=True)
+    (inbox / "ready").mkdir()
     name = "000000010000000000000003"
-    (inbox / name).write_bytes(b"wal" * 1000)
+    (inbox / "ready" / name).write_bytes(b"wal" * 1000)
 
     done = subprocess.run(
         ["/bin/sh", str(FETCH_SCRIPT), name, str(tmp_path / "RECOVERYXLOG"), str(inbox), "restore"],
@@ -104,4 +105,5 @@ def test_restore_helper_copies_a_prefetched_file_and_reports_progress(tmp_path: 
 
     assert done.returncode == 0
     assert (tmp_path / "RECOVERYXLOG").read_bytes() == b"wal" * 1000
+    assert not (inbox / "ready" / name).exists()  # moved, not copied
     assert (inbox / "requests" / f"{name}.got").exists()

@@ -53,7 +53,8 @@ def _probe(
     at: datetime | None,
     number: int,
 ) -> Probe:
-    from reprieve.sources.pg_recover import Target, discard, stop_server
+    from reprieve.sources.pg_recover import Target, discard
+    from reprieve.sources.pg_server import stop_server
     from reprieve.sources.postgres import default_os_user
 
     folder = box.folder(f".probe-{number}")

@@ -145,7 +145,8 @@ def _files(
 def _postgres(
     part: Part, box: Sandbox, clock: Clock, declared_at: datetime, progress: Progress
 ) -> Recovered:
-    from reprieve.sources.pg_recover import Target, recovery_log
+    from reprieve.sources.pg_recover import Target
+    from reprieve.sources.pg_server import recovery_log
     from reprieve.sources.postgres import base_meta
 
     folder = box.folder(part.resource)
@@ -246,7 +247,7 @@ def recover_into(
 
 def sandboxed(resource: str, folder: Path, recovery: Recovery) -> Sandboxed:
     """Where checks find a recovered cluster: its socket folder and port."""
-    from reprieve.sources.pg_recover import socket_dir
+    from reprieve.sources.pg_server import socket_dir
 
     host = str(socket_dir(folder.absolute()))
     env = {"PGHOST": host, "PGPORT": str(recovery.port), "PGUSER": "postgres"}

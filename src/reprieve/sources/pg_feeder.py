@@ -3,18 +3,23 @@
 The recovering cluster runs as the database's OS user; its
 ``restore_command`` is walfetch.sh. The feeder runs in the reprieve process
 (restore, or the standby follower), reads the vault, and serves through an
-inbox of two folders::
+inbox of three folders::
 
-    INBOX/            reprieve's (group: the database user's): WAL files,
-                      NAME.none answers, feeder.alive (touched every second)
+    INBOX/            reprieve's (group: the database user's): NAME.none
+                      answers, feeder.alive (touched every second), and files
+                      being written
+    INBOX/ready/      the database user's: WAL files, whole, theirs to move
     INBOX/requests/   the database user's: NAME.want, written by walfetch.sh
 
-so reprieve, possibly root, only ever writes into a folder of its own, and
-only lists and unlinks in the other (which follows no links). Files are
-fetched ahead of replay with ``threads`` parallel fetches (prefetch) and on
-request, and a request the vault cannot answer gets ``NAME.none``. Once a
-segment is asked for, the ones before it are deleted, and at most
-``window`` segments are fetched ahead, so the inbox stays small.
+A WAL file is written in INBOX, given to the database user, and renamed
+into ready/, so walfetch.sh moves it into ``pg_wal`` rather than copying
+16 MiB per segment. reprieve, possibly root, only ever writes into a folder
+of its own, renames into ready/ (which follows no links), and only lists
+and unlinks in the other two. Files are fetched ahead of replay with
+``threads`` parallel fetches (prefetch) and on request, and a request the
+vault cannot answer gets ``NAME.none``. Once a segment is asked for, the
+ones before it are deleted, and at most ``window`` segments are fetched
+ahead, so the inbox stays small.
 
 Every segment asked for and every one the vault lacked are recorded: a
 request answered ``none`` for a segment older than the newest one the vault
@@ -72,10 +77,11 @@ def install_fetch(inbox: Path, os_user: str | None, standby: bool = False) -> st
     inbox.chmod(0o750)
     if os_user is not None and os.geteuid() == 0:
         os.chown(inbox, 0, pwd.getpwnam(os_user).pw_gid)
-    requests = inbox / "requests"
-    requests.mkdir(exist_ok=True)
-    chown_to(requests, os_user)
-    requests.chmod(0o700)
+    for name in ("requests", "ready"):
+        theirs = inbox / name
+        theirs.mkdir(exist_ok=True)
+        chown_to(theirs, os_user)
+        theirs.chmod(0o700)
     script = inbox / FETCH_SCRIPT.name
     write_new(script, FETCH_SCRIPT.read_bytes(), None, 0o644)
     # A standby waits for WAL that is not there yet; a restore must not end early.
@@ -97,6 +103,7 @@ class Feeder:
         self.store = store
         self.inbox = inbox
         self.requests = inbox / "requests"
+        self.ready = inbox / "ready"
         self.seg_size = seg_size
         self.follow = follow
         self.window = window
@@ -145,18 +152,17 @@ class Feeder:
             data = self.store.segment(name, self.listing, self.seg_size)
         else:
             data = self.store.get(name)
-        # No fsync: the inbox is a hand-off, and recovery copies the file anyway.
+        # No fsync: the inbox is a hand-off, and recovery syncs what it keeps.
         tmp = self.inbox / f".tmp-{name}"
-        tmp.write_bytes(data)
-        tmp.chmod(0o644)
-        os.replace(tmp, self.inbox / name)
+        write_new(tmp, data, self.os_user)
+        os.replace(tmp, self.ready / name)
         with self._lock:
             self.served += 1
             self.bytes += len(data)
 
     def _submit(self, name: str, again: bool = False) -> None:
         """Fetch into the inbox; a prefetch never repeats, a request may."""
-        if name in self.inflight or (self.inbox / name).exists():
+        if name in self.inflight or (self.ready / name).exists():
             return
         if name in self.fetched and not again:
             return
@@ -236,7 +242,7 @@ class Feeder:
         self._progress(name)
         if SEGMENT.fullmatch(name):
             with contextlib.suppress(FileNotFoundError):
-                (self.inbox / name).unlink()
+                (self.ready / name).unlink()  # moved already, unless delivered by a copy
 
     def _answer(self, name: str) -> None:
         """A request: answered by removing NAME.want once the file or NAME.none is there."""
@@ -248,7 +254,7 @@ class Feeder:
             self.waiting.add(name)
             return
         growing = SEGMENT.fullmatch(name) and name not in self.listing.segments
-        if (self.inbox / name).exists() and not growing:
+        if (self.ready / name).exists() and not growing:
             want.unlink(missing_ok=True)
             return
         if not self._has(name) or growing:
@@ -256,7 +262,7 @@ class Feeder:
         if self._has(name):
             # A streamed segment still growing is fetched afresh on each request.
             with contextlib.suppress(FileNotFoundError):
-                (self.inbox / name).unlink()
+                (self.ready / name).unlink()
             self._submit(name, again=True)
             self.waiting.add(name)
             return
@@ -267,7 +273,7 @@ class Feeder:
 
     def _drop_before(self, name: str) -> None:
         """Recovery reads forward: segments before the one asked for are done with."""
-        for entry in os.scandir(self.inbox):
+        for entry in os.scandir(self.ready):
             if SEGMENT.fullmatch(entry.name) and entry.name[8:] < name[8:]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)

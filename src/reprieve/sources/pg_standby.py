@@ -29,16 +29,13 @@ from typing import Any
 from reprieve.errors import DatabaseError, NotFoundError, ReprieveError, UsageError
 from reprieve.home import home
 from reprieve.sources.pg_feeder import Feeder, install_fetch
-from reprieve.sources.pg_recover import (
+from reprieve.sources.pg_recover import extract_base, inbox_for, prepare_target, write_settings
+from reprieve.sources.pg_server import (
     ServerLog,
-    extract_base,
-    inbox_for,
-    prepare_target,
     recovery_log,
     socket_dir,
     start_server,
     stop_server,
-    write_settings,
 )
 from reprieve.sources.pg_wal import write_atomic
 from reprieve.sources.postgres import base_points, pg_tool, run_as, write_new
