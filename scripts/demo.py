@@ -117,7 +117,8 @@ def main() -> None:
                 f"{second['bytes_read']} bytes of {second['bytes']}"
             )
 
-        reprieve("vault", "init", "--vault", west, "--region", "us-west-2")
+        # The DR vault shares the first one's blob ids (its data key is its own).
+        reprieve("vault", "init", "--vault", west, "--region", "us-west-2", "--ids-from", vault)
         copied = reprieve("copy", "--from", vault, "--to", west)
         west_points = {c["source"]: c["destination"] for c in copied["copied"]}
         console.print(

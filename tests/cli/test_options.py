@@ -77,8 +77,9 @@ def test_json_of_vault_key_and_restore_commands_is_one_document(tmp_path: Path) 
     created = json_document(
         run_cli("vault", "init", "--vault", location, "--region", "eu-1", "--json", *FAST_KDF)
     )
-    assert set(created) == {"vault", "id", "region", "lock"}
+    assert set(created) == {"vault", "id", "region", "lock", "ids_from"}
     assert created["vault"] == str(location) and created["region"] == "eu-1"
+    assert created["ids_from"] is None
 
     source = tmp_path / "data"
     random_file(source / "a.bin", 1, 3000)
@@ -101,8 +102,10 @@ def test_json_of_vault_key_and_restore_commands_is_one_document(tmp_path: Path) 
         "min_retention_s",
         "max_retention_s",
         "storage_class",
+        "ids_from",
     }
-    assert shown["lock"] is None and shown["bytes_by_storage_class"]["LOCAL"] > shown["bytes"]
+    assert shown["lock"] is None and shown["ids_from"] is None
+    assert shown["bytes_by_storage_class"]["LOCAL"] > shown["bytes"]
     assert (shown["id"], shown["points"]) == (created["id"], 1)
     assert shown["bytes"] == sum(shown["sizes"].values()) > 3000
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import FAST_KDF, ok, run_cli
+from conftest import FAST_KDF, PASSWORD, ok, run_cli
 from seaweed import Seaweed, start_seaweed
 from stores import VaultStore
 from support import digests, one_line, random_file, restored_at, start_cli, text_file
@@ -207,3 +207,52 @@ def test_copy_sends_again_what_vanished_from_the_target(vault_base: str, tmp_pat
     target = tmp_path / "restore"
     ok("restore", done["copied"][0]["destination"], "--vault", west, "--target", target)
     assert digests(restored_at(target, source)) == digests(source)
+
+
+def test_a_target_made_with_ids_from_its_source_gets_stored_bytes_and_dedupes_backups(
+    vault_base: str, tmp_path: Path
+) -> None:
+    east, west = f"{vault_base}/east", f"{vault_base}/west"
+    east_id = ok("vault", "init", "--vault", east, *FAST_KDF, "--json").json()["id"]
+    wrong = run_cli("vault", "init", "--vault", west, "--ids-from", east, *FAST_KDF,
+                    env={"REPRIEVE_FROM_PASSWORD": "not the source's"})  # fmt: skip
+    assert wrong.code == 4, wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+    made = ok("vault", "init", "--vault", west, "--ids-from", east, *FAST_KDF, "--json",
+              password=OTHER_PASSWORD, env={"REPRIEVE_FROM_PASSWORD": PASSWORD})  # fmt: skip
+    assert made.json()["ids_from"] == east_id
+    shown = ok("vault", "show", "--vault", west, "--json", password=OTHER_PASSWORD).json()
+    assert shown["ids_from"] == east_id
+
+    rng = random.Random(26)
+    source = tmp_path / "data"
+    random_file(source / "a.bin", rng, 3 * MiB)
+    text_file(source / "b.log", rng, 2 * MiB)
+    ok("backup", "files", source, "--vault", east, "--resource", "app")
+    to_env = {"REPRIEVE_TO_PASSWORD": OTHER_PASSWORD}
+    done = ok("copy", "--from", east, "--to", west, "--json", env=to_env).json()
+    assert done["points_copied"] == 1
+    copied = done["copied"][0]["destination"]
+
+    # The packs hold the same compressed bytes, sealed under another data key.
+    east_packs = VaultStore.at(east).sizes("packs/")
+    west_packs = VaultStore.at(west).sizes("packs/")
+    assert not set(east_packs) & set(west_packs)
+    assert abs(sum(west_packs.values()) - sum(east_packs.values())) < 64 * 1024
+    assert sum(east_packs.values()) < 4 * MiB  # the text was stored compressed, and so copied
+
+    target = tmp_path / "restore"
+    ok("restore", copied, "--vault", west, "--target", target, password=OTHER_PASSWORD)
+    assert digests(restored_at(target, source)) == digests(source)
+    ok("check", "--vault", west, "--read-data", password=OTHER_PASSWORD)
+
+    # The same ids on both sides: a backup straight into the target finds every
+    # file's data the copy brought (only the folder listings above it changed).
+    direct = ok("backup", "files", source, "--vault", west, "--resource", "app", "--json",
+                password=OTHER_PASSWORD)  # fmt: skip
+    assert direct.json()["bytes_added"] < 64 * 1024
+    random_file(source / "c.bin", rng, MiB)
+    ok("backup", "files", source, "--vault", east, "--resource", "app")
+    again = ok("copy", "--from", east, "--to", west, "--json", env=to_env).json()
+    assert again["points_copied"] == 1
+    assert MiB <= again["bytes_transferred"] < MiB + 64 * 1024  # only c.bin and listings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -56,6 +57,15 @@ def vault() -> None:
 @click.option(
     "--storage-class", default="", help="S3 storage class for data packs, e.g. GLACIER_IR."
 )
+@click.option(
+    "--ids-from",
+    metavar="LOCATION",
+    help="Share this vault's id key and chunker (a DR copy target): copies move stored "
+    "bytes, and backups dedupe across the two. Its password: REPRIEVE_FROM_PASSWORD, "
+    "--from-password-file, --from-key-file, else the new vault's.",
+)
+@click.option("--from-password-file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--from-key-file", type=click.Path(dir_okay=False, path_type=Path))
 def init(
     vault_location: str,
     password_file: Path | None,
@@ -67,9 +77,22 @@ def init(
     min_retention: str | None,
     max_retention: str | None,
     storage_class: str,
+    ids_from: str | None,
+    from_password_file: Path | None,
+    from_key_file: Path | None,
 ) -> None:
     """Create a new, empty vault."""
     secret = read_secret(password_file, key_file)
+    ids_of = None
+    if ids_from is not None:
+        ids_of = Vault.open(
+            backend_for(ids_from),
+            read_secret(from_password_file, from_key_file, "REPRIEVE_FROM_PASSWORD")
+            if from_password_file or from_key_file or "REPRIEVE_FROM_PASSWORD" in os.environ
+            else secret,
+        )
+    elif from_password_file or from_key_file:
+        raise UsageError("--from-password-file and --from-key-file need --ids-from")
     backend = backend_for(vault_location)
     settings: dict[str, object] = {"storage_class": storage_class.upper()}
     if storage_class and not backend.can_lock:
@@ -83,13 +106,14 @@ def init(
         settings.update(lock=lock, min_retention_s=low, max_retention_s=high)
     elif min_retention or max_retention:
         raise UsageError("--min-retention and --max-retention need --lock")
-    created = Vault.create(backend, secret, region, kdf_memory_kib, **settings)
+    created = Vault.create(backend, secret, region, kdf_memory_kib, ids_of, **settings)
     config = created.config
     doc = {
         "vault": created.backend.location,
         "id": config.id,
         "region": config.region,
         "lock": config.lock or None,
+        "ids_from": config.ids_from or None,
     }
     emit(as_json, doc, lambda: click.echo(f"created vault {config.id} at {doc['vault']}"))
 
@@ -114,6 +138,7 @@ def show(vault: Vault, as_json: bool) -> None:
         "min_retention_s": config.min_retention_s or None,
         "max_retention_s": config.max_retention_s or None,
         "storage_class": config.storage_class or None,
+        "ids_from": config.ids_from or None,
         "points": len(vault.point_names()),
         "sizes": sizes,
         "bytes_by_storage_class": vault.backend.usage(),
@@ -123,6 +148,8 @@ def show(vault: Vault, as_json: bool) -> None:
     def human() -> None:
         for key in ("vault", "id", "region", "created", "points"):
             click.echo(f"{key:8} {doc[key]}")
+        if config.ids_from:
+            click.echo(f"{'ids':8} shared with vault {config.ids_from}")
         if config.lock:
             high = config.max_retention_s
             bounds = (

@@ -9,6 +9,12 @@ found in its index, and only then is the point saved, recording its origin
 (``<source vault id>/<source point>``), which is how a rerun knows what
 already arrived.
 
+When the target was made with ``vault init --ids-from`` the source, the two
+name equal content alike: blobs keep their ids, the target's index says
+which it already holds before anything is read, and the rest move in their
+stored (compressed) form, decrypted and re-encrypted under the target's
+data key, with nothing decompressed or hashed but the listings.
+
 Resumable: the writer indexes every pack once stored, so a copy killed
 midway and run again finds what it had uploaded and does not send it twice;
 at most the packs stored but not yet indexed (one per upload thread) are
@@ -93,6 +99,8 @@ class _Copier:
         self.src = src
         self.writer = writer
         self.progress = progress
+        # The same ids on both sides (see the module's docstring).
+        self.same_ids = src.shares_ids(writer.vault)
         # Source id -> target id, for data blobs and for listings.
         self.blobs: dict[bytes, bytes] = {}
         self.trees: dict[bytes, bytes] = {}
@@ -107,6 +115,9 @@ class _Copier:
         listings, order, wanted = self._listings(root)
         self._carry(wanted)
         for tree_id in order:
+            if self.same_ids:  # names nothing that changes: stored as read (and verified)
+                self.trees[tree_id] = self.writer.add(listings[tree_id], BlobType.TREE)
+                continue
             nodes = decode_tree(listings[tree_id], f"tree {tree_id.hex()[:12]}")
             for node in nodes:
                 if node.subtree is not None:
@@ -135,6 +146,12 @@ class _Copier:
             nodes = decode_tree(raw, f"tree {tree_id.hex()[:12]}")
             stack.extend((n.subtree, False) for n in nodes if n.subtree is not None)
             wanted.update((b, None) for n in nodes for b in n.content if b not in self.blobs)
+        if self.same_ids:  # what the target holds already is neither read nor sent
+            held = [b for b in wanted if b in self.writer.vault.index]
+            self.blobs.update((b, b) for b in held)
+            for b in held:
+                del wanted[b]
+                self.progress.advance(self.src.locate(b).raw_length)
         return listings, order, list(wanted)
 
     def _carry(self, wanted: list[bytes]) -> None:
@@ -154,6 +171,15 @@ class _Copier:
     def _carry_pack(self, pack: str, blob_ids: list[bytes]) -> dict[bytes, bytes]:
         """Read, verify, and store the wanted blobs of one pack; runs in the reader pool."""
         carried: dict[bytes, bytes] = {}
+        if self.same_ids:
+            for blob_id, stored, loc in self.src.read_pack_stored(pack, blob_ids):
+                self.progress.advance(loc.raw_length)
+                with self._lock:
+                    self.bytes_read += loc.raw_length
+                kind = BlobType(loc.type)
+                self.writer.add_stored(blob_id, kind, stored, loc.flags, loc.raw_length)
+                carried[blob_id] = blob_id
+            return carried
         # Authenticated by AES-GCM for its id; not hashed again under the
         # source's key, since the target hashes the plaintext under its own.
         for blob_id, plain, packed in self.src.read_pack_blobs(pack, blob_ids, rehash=False):

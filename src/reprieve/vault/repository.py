@@ -24,13 +24,14 @@ authenticated by AES-GCM under the vault key and re-hashed against its id.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,8 @@ class VaultConfig:
     min_retention_s: int = 0
     max_retention_s: int = 0
     storage_class: str = ""
+    # The vault whose id key and chunker this one shares (`vault init --ids-from`).
+    ids_from: str = ""
 
     def body(self) -> bytes:
         # Settings left at their empty default are not written, so configs
@@ -110,7 +113,7 @@ class VaultConfig:
         return config, mac
 
 
-_OPTIONAL = {"lock", "min_retention_s", "max_retention_s", "storage_class"}
+_OPTIONAL = {"lock", "min_retention_s", "max_retention_s", "storage_class", "ids_from"}
 
 
 def _config_mac(master: MasterKey, body: bytes) -> str:
@@ -197,14 +200,34 @@ class Vault:
         secret: Secret,
         region: str = "",
         kdf_memory_kib: int = DEFAULT_KDF_MEMORY_KIB,
+        ids_of: Vault | None = None,
         **settings: Any,
     ) -> Vault:
-        """A new vault; ``settings`` are VaultConfig fields (lock, retention bounds…)."""
+        """A new vault; ``settings`` are VaultConfig fields (lock, retention bounds…).
+
+        With ``ids_of``, the new vault takes that vault's id key, chunker seed
+        and chunk sizes, and keeps a data key of its own: the two name equal
+        content alike, so copies between them move stored bytes without
+        decompressing or re-hashing, and a backup into either dedupes
+        against what a copy brought. Anyone holding both vaults' keys could
+        already compare their content; no one else can.
+        """
         if backend.exists("config"):
             raise UsageError(f"a vault already exists at {backend.location}")
         if any(True for _ in backend.list("")):
             raise UsageError(f"{backend.location} is not empty; give an empty or new folder")
         master = MasterKey.generate()
+        if ids_of is not None:
+            master = replace(
+                master, id_key=ids_of.master.id_key, chunker_seed=ids_of.master.chunker_seed
+            )
+            source = ids_of.config
+            settings.update(
+                chunk_min=source.chunk_min,
+                chunk_avg=source.chunk_avg,
+                chunk_max=source.chunk_max,
+                ids_from=source.id,
+            )
         now = datetime.now(UTC)
         config = VaultConfig(
             id=secrets.token_hex(16),
@@ -394,6 +417,10 @@ class Vault:
             raise DamageError(f"{what} does not match its id")
         return plain, packed if flags == Compression.ZSTD else None
 
+    def shares_ids(self, other: Vault) -> bool:
+        """Whether the two vaults name equal content alike (see ``create``)."""
+        return hmac.compare_digest(self.master.id_key, other.master.id_key)
+
     def read_blob(self, blob_id: bytes) -> bytes:
         return self.read_blob_stored(blob_id)[0]
 
@@ -413,7 +440,26 @@ class Vault:
     def read_pack_blobs(
         self, pack: str, blob_ids: Sequence[bytes], rehash: bool = True
     ) -> Iterator[tuple[bytes, bytes, bytes | None]]:
-        """(id, verified plaintext, stored zstd form or None) of blobs in one pack.
+        """(id, verified plaintext, stored zstd form or None) of blobs in one pack."""
+        for loc, blob_id, data in self._pack_spans(pack, blob_ids):
+            plain, packed = self._open_blob(
+                blob_id, loc.type, loc.flags, loc.raw_length, data, rehash
+            )
+            yield blob_id, plain, packed
+
+    def read_pack_stored(
+        self, pack: str, blob_ids: Sequence[bytes]
+    ) -> Iterator[tuple[bytes, bytes, Location]]:
+        """(id, decrypted stored form, location) of blobs in one pack: compressed as
+        stored, authenticated by AES-GCM for its id, type and compression."""
+        for loc, blob_id, data in self._pack_spans(pack, blob_ids):
+            what = f"blob {blob_id.hex()[:12]}"
+            yield blob_id, self.cipher.open(data, blob_aad(blob_id, loc.type, loc.flags), what), loc
+
+    def _pack_spans(
+        self, pack: str, blob_ids: Sequence[bytes]
+    ) -> Iterator[tuple[Location, bytes, memoryview]]:
+        """(location, id, envelope) of blobs in one pack.
 
         Nearby blobs are fetched together, one request per run of blobs no
         more than ``SPAN_GAP`` apart, so reading most of a pack costs about
@@ -443,10 +489,7 @@ class Vault:
                 data = span[at : at + loc.length]
                 if len(data) != loc.length:
                     raise DamageError(f"pack {pack[:12]} is shorter than its index says")
-                plain, packed = self._open_blob(
-                    blob_id, loc.type, loc.flags, loc.raw_length, data, rehash
-                )
-                yield blob_id, plain, packed
+                yield loc, blob_id, data
             start = end
 
     def locate(self, blob_id: bytes) -> Location:

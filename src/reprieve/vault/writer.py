@@ -196,6 +196,28 @@ class BlobWriter:
         future.add_done_callback(self._done(size))
         return blob_id
 
+    def add_stored(
+        self, blob_id: bytes, blob_type: BlobType, payload: bytes, flags: int, raw: int
+    ) -> None:
+        """Store a blob known by its id, in the form another vault that shares
+        this one's id key stored it (``flags``: compressed or raw), unless the
+        vault already has it: a copy's fast path, with nothing to hash or
+        compress."""
+        self._check()
+        with self._lock:
+            if blob_id in self._pending or blob_id in self.vault.index:
+                return
+            self._pending.add(blob_id)
+        size = len(payload)
+        if size < INLINE_STORE:
+            self._seal(blob_id, blob_type, payload, flags, raw)
+            return
+        self.budget.acquire(size)
+        future = self.pool.submit(self._seal, blob_id, blob_type, payload, flags, raw)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._done(size))
+
     def _done(self, size: int) -> Callable[[Future[None]], None]:
         def callback(future: Future[None]) -> None:
             self.budget.release(size)
@@ -243,6 +265,14 @@ class BlobWriter:
             packed = self._compressor().compress(data)
             if len(packed) < raw * (1 - MIN_SAVING):
                 payload, flags = packed, Compression.ZSTD
+        self._seal(blob_id, blob_type, payload, flags, raw)
+
+    def _seal(
+        self, blob_id: bytes, blob_type: BlobType, payload: bytes | memoryview, flags: int, raw: int
+    ) -> None:
+        """Encrypt a blob's stored form into the open pack of its type."""
+        if self._error is not None:
+            return
         envelope = self.cipher.seal_parts(payload, blob_aad(blob_id, blob_type, flags))
         full: PackBuilder | None = None
         with self._lock:
