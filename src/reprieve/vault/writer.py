@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import zstandard
 from pyfastcdc import FastCDC
@@ -181,19 +181,8 @@ class BlobWriter:
         """
         self._check()
         blob_id = self.cipher.blob_id(data)
-        with self._lock:
-            if blob_id in self._pending or blob_id in self.vault.index:
-                return blob_id
-            self._pending.add(blob_id)
-        size = len(data)
-        if size < INLINE_STORE:
-            self._store(blob_id, blob_type, data, packed, compress)
-            return blob_id
-        self.budget.acquire(size)
-        future = self.pool.submit(self._store, blob_id, blob_type, data, packed, compress)
-        with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(self._done(size))
+        if self._claim(blob_id):
+            self._hand_off(len(data), self._store, blob_id, blob_type, data, packed, compress)
         return blob_id
 
     def add_stored(
@@ -204,16 +193,24 @@ class BlobWriter:
         vault already has it: a copy's fast path, with nothing to hash or
         compress."""
         self._check()
+        if self._claim(blob_id):
+            self._hand_off(len(payload), self._seal, blob_id, blob_type, payload, flags, raw)
+
+    def _claim(self, blob_id: bytes) -> bool:
+        """Whether the blob is new to the vault and to this writer (now claimed)."""
         with self._lock:
             if blob_id in self._pending or blob_id in self.vault.index:
-                return
+                return False
             self._pending.add(blob_id)
-        size = len(payload)
+            return True
+
+    def _hand_off(self, size: int, store: Callable[..., None], *args: Any) -> None:
+        """Run ``store`` here for a small blob; else in the pool, within the budget."""
         if size < INLINE_STORE:
-            self._seal(blob_id, blob_type, payload, flags, raw)
+            store(*args)
             return
         self.budget.acquire(size)
-        future = self.pool.submit(self._seal, blob_id, blob_type, payload, flags, raw)
+        future = self.pool.submit(store, *args)
         with self._lock:
             self._futures.add(future)
         future.add_done_callback(self._done(size))
