@@ -252,11 +252,17 @@ def _render(source: str, lines: dict[Loc, int], found: list[tuple[Loc, str]]) ->
     return [f"{source}:{line}: {at}: {message}" for line, at, message in dict.fromkeys(rows)]
 
 
-def load_policy(path: Path) -> LoadedPolicy:
+def read_document(path: Path, what: str) -> str:
+    """The text of a YAML document the user gave; a missing or unreadable one is
+    one line (exit 2)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise UsageError(f"policy file {path} does not exist") from exc
+        raise UsageError(f"{what} {path} does not exist") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read policy file {path}: {exc}") from exc
+        raise UsageError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def load_policy(path: Path) -> LoadedPolicy:
+    text = read_document(path, "policy file")
     return LoadedPolicy(parse_policy(text, str(path)), text)

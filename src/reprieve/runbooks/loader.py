@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from reprieve.errors import UsageError
-from reprieve.policy.loader import shape_problem, where
+from reprieve.policy.loader import read_document, shape_problem, where
 from reprieve.policy.model import SEED_TIERS, VaultSpec
 from reprieve.runbooks.model import (
     FilesRestoreSpec,
@@ -195,10 +195,4 @@ def parse_runbook(text: str, source: str = "runbook.yaml") -> Runbook:
 
 
 def load_runbook(path: Path) -> Runbook:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise UsageError(f"runbook {path} does not exist") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read runbook {path}: {exc}") from exc
-    return parse_runbook(text, str(path))
+    return parse_runbook(read_document(path, "runbook"), str(path))

@@ -508,9 +508,8 @@ def _recover(
 
 def _wait_for(
     log: ServerLog, server: subprocess.Popen[bytes], feeder: Feeder, pattern: str, to: Target
-) -> str:
-    """Until the log shows ``pattern`` (returned, as found); a gap or a stalled
-    recovery is an error.
+) -> None:
+    """Until the log shows ``pattern``; a gap or a stalled recovery is an error.
 
     There is no limit on a recovery that moves: only ``STALL_S`` without a new
     log line or a WAL file served stops it.
@@ -524,8 +523,8 @@ def _wait_for(
         gaps = feeder.gaps()
         if gaps and to.kind == "latest":
             raise DamageError(f"WAL segment {gaps[0]} is missing from the vault")
-        if found := re.search(pattern, text):
-            return found.group(0)
+        if re.search(pattern, text):
+            return
         if server.poll() is not None:
             if gaps:
                 raise DamageError(f"WAL segment {gaps[0]} is missing from the vault")
