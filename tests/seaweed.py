@@ -92,8 +92,12 @@ def start_seaweed(folder: Path) -> Seaweed:
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     args = [
         weed_binary(),
+        "-logtostderr",  # into weed.log, not glog files in /tmp
         "mini",
         f"-dir={folder / 'data'}",
+        # Its own socket files too; the default is one in /tmp per port, left behind.
+        f"-filer.localSocket={folder / 'filer.sock'}",
+        f"-s3.localSocket={folder / 's3.sock'}",
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
         "-master.telemetry=false",
