@@ -235,6 +235,9 @@ def bench(work: Path, scale: int, seconds: int) -> dict[str, Any]:
             ]
         )
     )
+    # pgbench -i leaves gigabytes dirty in memory; whichever tool's backup came
+    # first would pay for writing them out in its start checkpoint.
+    cluster.sql("CHECKPOINT")
     data_bytes = tree_bytes(cluster.data)
     with open(logs / "stream.log", "wb") as stream_log:
         streamer = subprocess.Popen(

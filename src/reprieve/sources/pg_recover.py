@@ -3,12 +3,13 @@
 Restore, in phases whose sum is the achieved RTO:
 
 1. **fetch_base**: pick the newest base backup that ends before the target,
-   stream its tar from the vault (blobs read in parallel, in order) into
-   ``tar -x`` running as the cluster's OS user, and write the recovery
-   settings: ``restore_command`` (walfetch.sh reading the inbox the feeder
-   fills), the target, ``recovery_target_action = 'promote'``, and, so the
-   copy can neither block nor pollute the original's archive,
-   ``synchronous_standby_names = ''`` and ``archive_mode = off``.
+   stream its tar from the vault (blobs read in parallel, in order) out as
+   the cluster's files (``pg_untar``: ``O_DIRECT``, owned by the cluster's OS
+   user), and write the recovery settings: ``restore_command`` (walfetch.sh
+   reading the inbox the feeder fills), the target,
+   ``recovery_target_action = 'promote'``, and, so the copy can neither block
+   nor pollute the original's archive, ``synchronous_standby_names = ''`` and
+   ``archive_mode = off``.
 2. **fetch_wal**: prefetch, in parallel, the first segments replay needs.
 3. **replay**: start the server; the feeder keeps serving and prefetching;
    ends when the server logs that redo is done.
@@ -25,15 +26,9 @@ follower process keeps the inbox fed from the (DR) vault until promote.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import fcntl
-import os
 import re
 import shutil
 import subprocess
-import tempfile
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -56,11 +51,13 @@ from reprieve.sources.pg_server import (
     start_server,
     stop_server,
 )
+from reprieve.sources.pg_untar import Untar
 from reprieve.sources.postgres import (
     TAR_NAME,
     base_meta,
     base_points,
     chown_to,
+    owner_ids,
     parse_lsn,
     run_as,
     segment_number,
@@ -74,7 +71,6 @@ from reprieve.vault.repository import Vault
 PREFETCH_SEGMENTS = 4
 READ_AHEAD_BLOBS = 16
 READERS = 4
-TAR_RECORD = 1 << 20
 STALL_S = 600.0
 AUTO_CONF_KEYS = {
     "restore_command",
@@ -190,70 +186,27 @@ def extract_base(
     tar = next((n for n in nodes if n.name == TAR_NAME), None)
     if tar is None:
         raise DamageError(f"point {point.short_id} has no {TAR_NAME.decode()}")
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(
-            # 1 MiB records, reassembled from the pipe (-B): tar's default of
-            # 10 KiB reads makes one context switch per 10 KiB of the base.
-            ["tar", "-x", "-b", str(TAR_RECORD // 512), "-B", "-f", "-", "-C", str(target)],
-            stdin=subprocess.PIPE,
-            stderr=errors,
-            **run_as(os_user),
-        )
-        assert proc.stdin is not None
-        with contextlib.suppress(OSError):  # a larger pipe halves the time tar waits
-            fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, TAR_RECORD)
-        written = 0
-        done = threading.Event()
-        flusher = threading.Thread(target=_flush_while, args=(target, done), daemon=True)
-        flusher.start()
-        try:
-            if progress is not None:
-                progress.start("restore base backup", tar.size)
-            for data in _blobs(vault, tar.content):
-                proc.stdin.write(data)
-                written += len(data)
-                if progress is not None:
-                    progress.advance(len(data))
-        except BrokenPipeError:
-            pass
-        except BaseException:
-            proc.kill()  # a read failed: tar must not wait for the rest
-            raise
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.close()
-            code = proc.wait()
-            done.set()
-            flusher.join()
-            if progress is not None:
-                progress.finish()
-        if code != 0 or written != tar.size:
-            errors.seek(0)
-            lines = errors.read().decode("utf-8", "replace").strip().splitlines()
-            raise DatabaseError(
-                f"extracting the base backup failed: {lines[-1] if lines else f'exit {code}'}"
-            )
-    return written
-
-
-def _flush_while(target: Path, done: threading.Event) -> None:
-    """Write the extracted files out to disk while extraction goes on.
-
-    The server fsyncs its whole data folder before recovery starts; files
-    still dirty in memory then cost seconds of nothing but disk writes (1.5 s
-    for 3 GiB, measured). Asking the kernel to write back as we go overlaps
-    that with the decryption and decompression.
-    """
+    untar = Untar(target, owner_ids(os_user))
+    written = 0
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        fd = os.open(target, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        while not done.wait(0.5):
-            libc.syncfs(fd)
+        if progress is not None:
+            progress.start("restore base backup", tar.size)
+        for data in _blobs(vault, tar.content):
+            untar.feed(data)
+            written += len(data)
+            if progress is not None:
+                progress.advance(len(data))
+    except OSError as exc:  # the target's disk, not the vault: full, read-only, refused
+        raise DatabaseError(
+            f"writing the base backup into {target} failed at {exc.filename}: {exc.strerror}"
+        ) from exc
     finally:
-        os.close(fd)
+        if progress is not None:
+            progress.finish()
+        untar.close()
+    if written != tar.size or not untar.whole:
+        raise DamageError(f"the base backup of point {point.short_id} ends early")
+    return written
 
 
 def prepare_target(target: Path, os_user: str | None) -> None:

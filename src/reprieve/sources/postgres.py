@@ -83,6 +83,17 @@ def run_as(user: str | None) -> dict[str, Any]:
     return {"user": user, "group": user, "extra_groups": []}
 
 
+def owner_ids(user: str | None) -> tuple[int, int] | None:
+    """The uid and gid that what we make for ``user`` gets (None: leave it ours)."""
+    if user is None or os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise UsageError(f"no OS user {user!r} to run PostgreSQL as; pass --os-user") from None
+    return entry.pw_uid, entry.pw_gid
+
+
 def default_os_user() -> str | None:
     """Who runs a restored cluster: ``postgres`` when we are root, else ourselves."""
     return "postgres" if os.geteuid() == 0 else None
@@ -109,9 +120,9 @@ def write_new(path: Path, data: bytes, user: str | None, mode: int = 0o600) -> N
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-        if user is not None and os.geteuid() == 0:
-            entry = pwd.getpwnam(user)
-            os.fchown(f.fileno(), entry.pw_uid, entry.pw_gid)
+        ids = owner_ids(user)
+        if ids is not None:
+            os.fchown(f.fileno(), *ids)
         os.fchmod(f.fileno(), mode)
 
 
