@@ -122,6 +122,23 @@ class Cluster:
             return cur.fetchall() if cur.description else None
 
 
+def settle(cluster: Cluster, timeout: float = 900) -> None:
+    """Until pgBackRest's archive_command has caught up with the WAL written so far.
+
+    Its archive-push gzips every segment; left behind after pgbench, it would
+    take the cores from whichever step is measured next.
+    """
+    # The segment the switch closed (an empty one was closed before, and is named so).
+    segment = cluster.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = cluster.sql("SELECT last_archived_wal FROM pg_stat_archiver")[0][0]
+        if done is not None and done >= segment:
+            return
+        time.sleep(0.2)
+    raise BenchError(f"pgBackRest did not archive {segment} within {timeout:.0f} s")
+
+
 def wait_promoted(port: int, timeout: float = 3600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -265,6 +282,7 @@ def bench(work: Path, scale: int, seconds: int) -> dict[str, Any]:
         return m.seconds
 
     try:
+        settle(cluster)
         time.sleep(2)
         backup = [*reprieve, "backup", "postgres", "--resource", RESOURCE, "--dsn", cluster.dsn]
         measure("full_backup", "reprieve", [*backup, "--json"])
@@ -288,7 +306,7 @@ def bench(work: Path, scale: int, seconds: int) -> dict[str, Any]:
         expected = count_rows(port)
         time.sleep(1)
         run(pgbench)
-        cluster.sql("SELECT pg_switch_wal()")
+        settle(cluster)
         measure("second_backup", "reprieve", [*backup, "--json"])
         measure("second_backup", "pgbackrest", as_pg([*pgbr, "--type=incr", "backup"]))
         time.sleep(2)  # the streamer ships the last piece
