@@ -13,6 +13,7 @@ from reprieve.cli.common import (
     record_action,
     with_vault,
 )
+from reprieve.cli.lazy import LazyGroup
 from reprieve.engine.backup import backup_files
 from reprieve.errors import ReprieveError, UsageError
 from reprieve.policy.retention import parse_duration
@@ -29,7 +30,7 @@ def parse_tags(tags: tuple[str, ...]) -> dict[str, str]:
     return parsed
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy={"postgres": "reprieve.cli.postgres:backup_postgres"})
 def backup() -> None:
     """Take recovery points."""
 

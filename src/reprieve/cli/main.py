@@ -17,55 +17,42 @@ from types import FrameType
 import click
 
 from reprieve import __version__
-from reprieve.cli import (
-    audit,
-    backup,
-    catalog,
-    check,
-    copy,
-    drill,
-    forget,
-    lifecycle,
-    points,
-    policy,
-    postgres,
-    restore,
-    runbook,
-    service,
-    vault,
-)
+from reprieve.cli.lazy import LazyGroup
 from reprieve.errors import Interrupted, ReprieveError
 
+COMMANDS = {
+    "audit": "reprieve.cli.audit:audit",
+    "backup": "reprieve.cli.backup:backup",
+    "catalog": "reprieve.cli.catalog:catalog_group",
+    "check": "reprieve.cli.check:check",
+    "copy": "reprieve.cli.copy:copy",
+    "drill": "reprieve.cli.drill:drill",
+    "forget": "reprieve.cli.forget:forget",
+    "jobs": "reprieve.cli.service:jobs",
+    "lifecycle": "reprieve.cli.lifecycle:lifecycle",
+    "points": "reprieve.cli.points:points",
+    "policy": "reprieve.cli.policy:policy",
+    "prune": "reprieve.cli.forget:prune",
+    "restore": "reprieve.cli.restore:restore",
+    "run": "reprieve.cli.service:run",
+    "runbook": "reprieve.cli.runbook:runbook",
+    "server": "reprieve.cli.service:server",
+    "standby": "reprieve.cli.postgres:standby",
+    "status": "reprieve.cli.service:status",
+    "vault": "reprieve.cli.vault:vault",
+    "wal": "reprieve.cli.postgres:wal",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="reprieve")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 def cli(debug: bool) -> None:
     """reprieve: encrypted, deduplicated, verified recovery points."""
-
-
-cli.add_command(vault.vault)
-cli.add_command(backup.backup)
-cli.add_command(points.points)
-cli.add_command(restore.restore)
-cli.add_command(copy.copy)
-cli.add_command(check.check)
-cli.add_command(forget.forget)
-cli.add_command(forget.prune)
-cli.add_command(lifecycle.lifecycle)
-cli.add_command(policy.policy)
-cli.add_command(audit.audit)
-cli.add_command(service.run)
-cli.add_command(service.server)
-cli.add_command(service.status)
-cli.add_command(service.jobs)
-cli.add_command(catalog.catalog_group)
-cli.add_command(postgres.wal)
-cli.add_command(postgres.standby)
-cli.add_command(drill.drill)
-cli.add_command(runbook.runbook)
-backup.backup.add_command(postgres.backup_postgres)
-restore.restore.add_command(postgres.restore_postgres)
 
 
 def _limit_malloc_arenas() -> None:

@@ -14,18 +14,19 @@ from reprieve.cli.common import (
     record_action,
     with_vault,
 )
+from reprieve.cli.lazy import LazyGroup
 from reprieve.engine.restore import restore_files
 from reprieve.vault.repository import Vault
 
 
-class RestoreGroup(click.Group):
+class RestoreGroup(LazyGroup):
     """``restore postgres …`` restores a database; anything else (``restore POINT …``,
     as before databases came) is a files restore, also reachable as ``restore files``."""
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
-        if args and args[0] in self.commands:
+        if args and args[0] in self.list_commands(ctx):
             return super().resolve_command(ctx, args)
         if args and args[0] in ("-h", "--help"):
             click.echo(ctx.get_help())
@@ -35,6 +36,7 @@ class RestoreGroup(click.Group):
 
 @click.group(
     cls=RestoreGroup,
+    lazy={"postgres": "reprieve.cli.postgres:restore_postgres"},
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 def restore() -> None:
