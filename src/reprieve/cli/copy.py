@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -64,8 +65,11 @@ def copy(
         )
     else:
         dst_secret = src_secret
-    src = Vault.open(backend_for(source), src_secret)
-    dst = Vault.open(backend_for(destination), dst_secret)
+    # The two opens overlap their round trips (the KDFs themselves take turns).
+    with ThreadPoolExecutor(1, thread_name_prefix="open-target") as pool:
+        opening = pool.submit(lambda: Vault.open(backend_for(destination), dst_secret))
+        src = Vault.open(backend_for(source), src_secret)  # its error is the one told
+        dst = opening.result()
     result = copy_points(
         src,
         dst,
