@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import random
 import stat
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,14 @@ def test_a_link_planted_in_the_target_is_not_written_through(tmp_path: Path) -> 
         untar.feed(_member("pg_wal/000000010000000000000001", b"wal"))
     untar.close()
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_full_disk_is_an_os_error_naming_the_file_being_written(
+    tmp_path: Path, small_disk: Callable[[Path], Path]
+) -> None:
+    untar = Untar(small_disk(tmp_path / "disk"), None)
+    with pytest.raises(OSError) as caught:
+        untar.feed(_member("base/5/16384", random.Random(3).randbytes(5 << 20)))
+    untar.close()
+    assert caught.value.errno == errno.ENOSPC
+    assert untar.member == "base/5/16384"

@@ -198,7 +198,7 @@ def extract_base(
                 progress.advance(len(data))
     except OSError as exc:  # the target's disk, not the vault: full, read-only, refused
         raise DatabaseError(
-            f"writing the base backup into {target} failed at {exc.filename}: {exc.strerror}"
+            f"writing the base backup into {target} failed at {untar.member}: {exc.strerror}"
         ) from exc
     finally:
         if progress is not None:

@@ -68,6 +68,7 @@ class Untar:
         self.owner = owner
         self.direct = direct
         self.files = 0
+        self.member = ""  # the name being written: what an error is about
         self._folders: dict[str, int] = {"": os.open(target, _FOLDER)}
         self._buffer = mmap.mmap(-1, BUFFER)
         self._view = memoryview(self._buffer)
@@ -131,7 +132,7 @@ class Untar:
             return
         if _octal(header[148:156]) != sum(header[:148]) + 256 + sum(header[156:]):
             raise DamageError("base backup tar: a header fails its checksum")
-        name = _checked_name(header)
+        name = self.member = _checked_name(header)
         kind = header[156:157]
         size = _octal(header[124:136])
         mode = _octal(header[100:108]) & 0o7777
@@ -190,16 +191,17 @@ class Untar:
             self._end_file()
 
     def _write(self, length: int) -> None:
-        view = self._view[:length]
-        while view:
-            try:
-                n = os.write(self._fd, view)
-            except OSError as e:  # a filesystem that took the flag but not the write
-                if e.errno != errno.EINVAL or not self.direct:
-                    raise
-                self._buffered()
-                continue
-            view = view[n:]
+        done = 0
+        while done < length:
+            # Each slice is released as it is left, an error included: a slice
+            # kept alive by a traceback would stop close() from unmapping.
+            with self._view[done:length] as part:
+                try:
+                    done += os.write(self._fd, part)
+                except OSError as e:  # a filesystem that took the flag but not the write
+                    if e.errno != errno.EINVAL or not self.direct:
+                        raise
+                    self._buffered()
         self._filled = 0
 
     def _buffered(self) -> None:
