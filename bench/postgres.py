@@ -16,6 +16,10 @@ runs the same work with each tool, and the figures are ratios:
   during a write burst, and the last commit recovered is compared with the last
   one the client saw acknowledged.
 
+Before each backup step the bench waits until pgBackRest's archiver has caught
+up, and it checkpoints once after ``pgbench -i``: neither tool's step then pays
+for the other's background work or for the load generator's dirty pages.
+
 pgBackRest runs with its default settings (gz compression level 6, one process)
 except ``start-fast=y``, which reprieve also uses (``--checkpoint=fast``): the
 default would wait for the next scheduled checkpoint, which measures the
