@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,21 +77,20 @@ def ok(*args: str | Path, **kw: Any) -> Result:
 
 
 @pytest.fixture
-def small_disk() -> Iterator[Callable[[Path], Path]]:
-    """Mounts a 4 MiB tmpfs at a new folder, to fill; skips where that cannot be done."""
-    mounted: list[Path] = []
-
-    def mount(folder: Path) -> Path:
-        folder.mkdir(mode=0o755)
-        command = ["mount", "-t", "tmpfs", "-o", "size=4m,mode=755", "tmpfs", str(folder)]
-        if os.geteuid() != 0 or subprocess.run(command, capture_output=True).returncode:
-            pytest.skip("cannot mount a small tmpfs here")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in mounted:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+def small_disk() -> Iterator[Path]:
+    """A 4 MiB tmpfs to fill, in a folder any user may enter; skipped where one
+    cannot be mounted (not root, or a container that forbids it)."""
+    disk = Path(tempfile.mkdtemp(prefix="reprieve-disk-"))
+    disk.chmod(0o755)
+    command = ["mount", "-t", "tmpfs", "-o", "size=4m,mode=755", "tmpfs", str(disk)]
+    if os.geteuid() != 0 or subprocess.run(command, capture_output=True).returncode:
+        disk.rmdir()
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+        shutil.rmtree(disk, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

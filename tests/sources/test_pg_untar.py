@@ -8,7 +8,6 @@ import os
 import random
 import stat
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -145,10 +144,8 @@ def test_a_link_planted_in_the_target_is_not_written_through(tmp_path: Path) -> 
     assert list(elsewhere.iterdir()) == []
 
 
-def test_a_full_disk_is_an_os_error_naming_the_file_being_written(
-    tmp_path: Path, small_disk: Callable[[Path], Path]
-) -> None:
-    untar = Untar(small_disk(tmp_path / "disk"), None)
+def test_a_full_disk_is_an_os_error_naming_the_file_being_written(small_disk: Path) -> None:
+    untar = Untar(small_disk, None)
     with pytest.raises(OSError) as caught:
         untar.feed(_member("base/5/16384", random.Random(3).randbytes(5 << 20)))
     untar.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -197,14 +196,14 @@ def test_target_outside_the_window_and_unreachable_server_fail_in_one_line(
 
 
 def test_a_full_target_disk_fails_in_one_line_and_leaves_no_half_restore(
-    tmp_path: Path, small_disk: Callable[[Path], Path]
+    tmp_path: Path, small_disk: Path
 ) -> None:
     with protected(tmp_path) as p, p.streaming():
         p.sql("CREATE TABLE t (id int)")
         p.base_backup()
         p.wait_archived()
-        disk = small_disk(p.work / "disk")
-        full = p.restore("disk/r", "--latest")
+        disk = small_disk
+        full = p.restore(str(disk / "r"), "--latest")
         assert full.code == 1
         assert len(full.stderr.strip().splitlines()) == 1
         assert f"writing the base backup into {disk / 'r'} failed at " in full.stderr
