@@ -109,26 +109,30 @@ def _member(name: str, data: bytes = b"x") -> bytes:
     return out.getvalue()
 
 
+def _fails(
+    target: Path, blob: bytes, error: type[Exception], match: str | None = None
+) -> tuple[Untar, Exception]:
+    """Feed ``blob`` into ``target`` (made if need be), which must raise ``error``."""
+    target.mkdir(exist_ok=True)
+    untar = Untar(target, None)
+    try:
+        with pytest.raises(error, match=match) as caught:
+            untar.feed(blob)
+    finally:
+        untar.close()
+    return untar, caught.value
+
+
 @pytest.mark.parametrize("name", ["../escape", "base/../../escape", "/etc/escape"])
 def test_names_that_leave_the_folder_are_refused(tmp_path: Path, name: str) -> None:
-    target = tmp_path / "restored"
-    target.mkdir()
-    untar = Untar(target, None)
-    with pytest.raises(DamageError, match="refusing member name"):
-        untar.feed(_member(name))
-    untar.close()
+    _fails(tmp_path / "restored", _member(name), DamageError, "refusing member name")
     assert not (tmp_path / "escape").exists()
 
 
 def test_a_header_that_fails_its_checksum_is_damage(tmp_path: Path) -> None:
     blob = bytearray(_member("PG_VERSION"))
     blob[10] ^= 0x20
-    target = tmp_path / "restored"
-    target.mkdir()
-    untar = Untar(target, None)
-    with pytest.raises(DamageError, match="checksum"):
-        untar.feed(bytes(blob))
-    untar.close()
+    _fails(tmp_path / "restored", bytes(blob), DamageError, "checksum")
 
 
 def test_a_link_planted_in_the_target_is_not_written_through(tmp_path: Path) -> None:
@@ -137,17 +141,12 @@ def test_a_link_planted_in_the_target_is_not_written_through(tmp_path: Path) -> 
     target = tmp_path / "restored"
     target.mkdir()
     os.symlink(elsewhere, target / "pg_wal")
-    untar = Untar(target, None)
-    with pytest.raises(OSError):
-        untar.feed(_member("pg_wal/000000010000000000000001", b"wal"))
-    untar.close()
+    _fails(target, _member("pg_wal/000000010000000000000001", b"wal"), OSError)
     assert list(elsewhere.iterdir()) == []
 
 
 def test_a_full_disk_is_an_os_error_naming_the_file_being_written(small_disk: Path) -> None:
-    untar = Untar(small_disk, None)
-    with pytest.raises(OSError) as caught:
-        untar.feed(_member("base/5/16384", random.Random(3).randbytes(5 << 20)))
-    untar.close()
-    assert caught.value.errno == errno.ENOSPC
+    blob = _member("base/5/16384", random.Random(3).randbytes(5 << 20))
+    untar, error = _fails(small_disk, blob, OSError)
+    assert isinstance(error, OSError) and error.errno == errno.ENOSPC
     assert untar.member == "base/5/16384"
