@@ -420,7 +420,8 @@ def test_a_tenant_drill_recovers_every_resource_as_one_exercise(tmp_path: Path) 
     assert sorted(r["resource"] for r in doc["recovered"]) == ["app-docs", RESOURCE]
     assert doc["resources"] == {"app-docs": "files", RESOURCE: "files"}
     spans = [r["span_s"] for r in doc["recovered"]]
-    assert doc["rto_s"] >= sum(spans)  # one after the other, inside one RTO
+    # One after the other, inside one RTO (each figure is rounded to the millisecond).
+    assert doc["rto_s"] >= sum(spans) - 0.001 * len(spans)
     by_resource = {c["resource"] for c in doc["checks"] if c["name"] == "content digests"}
     assert by_resource == {"app-docs", RESOURCE}
     rows = {r["resource"]: r for r in site.ok("status", "--json").json()}

@@ -135,7 +135,7 @@ class Untar:
         name = self.member = _checked_name(header)
         kind = header[156:157]
         size = _octal(header[124:136])
-        mode = _octal(header[100:108]) & 0o7777
+        mode = _octal(header[100:108]) & 0o777  # no set-id bits from an archive
         parent, _, leaf = name.rpartition("/")
         if kind == _FOLDER_TYPE:
             self._folder(name, mode)
