@@ -48,6 +48,9 @@ class Seaweed:
     endpoint: str
     process: subprocess.Popen[bytes]
     folder: Path
+    # gRPC unix sockets weed makes in /tmp, one per component, with no flag to
+    # move them; a weed that does not shut down cleanly leaves them there.
+    grpc_sockets: tuple[Path, ...] = ()
 
     @property
     def env(self) -> dict[str, str]:
@@ -66,6 +69,9 @@ class Seaweed:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        for leftover in self.grpc_sockets:
+            if leftover.is_socket():
+                leftover.unlink()
 
 
 def start_seaweed(folder: Path) -> Seaweed:
@@ -113,7 +119,12 @@ def start_seaweed(folder: Path) -> Seaweed:
     with (folder / "weed.log").open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    server = Seaweed(endpoint, process, folder)
+    sockets = tuple(
+        Path(f"/tmp/seaweedfs-{name.split('.')[0]}-grpc-{port}.sock")
+        for name, port in ports.items()
+        if name.endswith(".grpc")
+    )
+    server = Seaweed(endpoint, process, folder, sockets)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
