@@ -31,7 +31,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
-import pwd
 import shutil
 import sys
 import threading
@@ -41,7 +40,7 @@ from pathlib import Path
 
 from reprieve.errors import UsageError
 from reprieve.sources import walhelper
-from reprieve.sources.postgres import chown_to, segment_number, write_new
+from reprieve.sources.postgres import chown_to, owner_ids, segment_number, write_new
 from reprieve.vault.logs import HISTORY, SEGMENT, LogListing, LogStore
 
 POLL_S = 0.005
@@ -75,8 +74,9 @@ def install_fetch(inbox: Path, os_user: str | None, standby: bool = False) -> st
         raise UsageError(f"{inbox} is a symbolic link")
     inbox.mkdir(parents=True, exist_ok=True)
     inbox.chmod(0o750)
-    if os_user is not None and os.geteuid() == 0:
-        os.chown(inbox, 0, pwd.getpwnam(os_user).pw_gid)
+    ids = owner_ids(os_user)
+    if ids is not None:
+        os.chown(inbox, 0, ids[1])
     for name in ("requests", "ready"):
         theirs = inbox / name
         theirs.mkdir(exist_ok=True)

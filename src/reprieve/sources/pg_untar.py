@@ -60,6 +60,10 @@ def _checked_name(header: bytes) -> str:
     return "/".join(parts)
 
 
+def _drop_direct(fd: int) -> None:
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+
+
 class Untar:
     """Feed it the tar's bytes in any pieces, then ``close``; ``whole`` says the
     archive ended where a member did."""
@@ -205,9 +209,9 @@ class Untar:
         self._filled = 0
 
     def _buffered(self) -> None:
+        """From now on, buffered writes: this file's and every later one's."""
         self.direct = False
-        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
-        fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        _drop_direct(self._fd)
 
     def _end_file(self) -> None:
         aligned = self._filled - self._filled % ALIGN
@@ -216,8 +220,7 @@ class Untar:
             self._write(aligned)
         if tail:
             if self.direct:  # the last partial page cannot go direct
-                flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
-                fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+                _drop_direct(self._fd)
             self._view[:tail] = self._view[aligned : aligned + tail]
             self._write(tail)
         os.close(self._fd)
