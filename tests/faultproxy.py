@@ -2,10 +2,11 @@
 
 Each request from the client is read whole (headers and Content-Length
 body) and then, at the chosen rate, answered with an S3-style 500, dropped
-(both connections closed without an answer), or delayed; otherwise it is
-forwarded. Answers are relayed as raw bytes. HTTP/1.1 clients do not
-pipeline, so a request boundary is a moment when no answer is in flight,
-and injecting there is safe.
+(both connections closed without an answer), delayed, or (kind "flip", not
+among the defaults) forwarded with one byte of its body inverted, as a
+faulty link would; otherwise it is forwarded. Answers are relayed as raw
+bytes. HTTP/1.1 clients do not pipeline, so a request boundary is a moment
+when no answer is in flight, and injecting there is safe.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class FaultProxy:
         self.delay_s = delay_s
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
-        self.faults = {"error": 0, "drop": 0, "slow": 0, "ok": 0}
+        self.faults = {"error": 0, "drop": 0, "slow": 0, "flip": 0, "ok": 0}
         # When set, only requests whose request line contains this are faulted.
         self.only: bytes | None = None
         self.kinds: tuple[str, ...] = ("error", "drop", "slow")
@@ -85,6 +86,8 @@ class FaultProxy:
                     return
                 if fate == "slow":
                     time.sleep(self.delay_s)
+                if fate == "flip":
+                    request = _flip(request)
                 upstream.sendall(request)
         except OSError:
             return
@@ -93,6 +96,15 @@ class FaultProxy:
                 with suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+
+
+def _flip(request: bytes) -> bytes:
+    """The request with the middle byte of its body (if any) inverted."""
+    start = request.index(b"\r\n\r\n") + 4
+    if start == len(request):
+        return request
+    at = start + (len(request) - start) // 2
+    return request[:at] + bytes([request[at] ^ 0xFF]) + request[at + 1 :]
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:

@@ -24,13 +24,13 @@ import base64
 import os
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
-import google_crc32c
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -64,6 +64,7 @@ _BODY_ERRORS = (
     ConnectionClosedError,
     ProtocolError,
 )
+_DAMAGED_ON_THE_WAY = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch"}
 _CREDENTIAL_ERRORS = {
     "403",
     "Forbidden",
@@ -74,6 +75,12 @@ _CREDENTIAL_ERRORS = {
     "ExpiredToken",
 }
 
+
+# The parsed S3 model, shared by every client the process makes (a copy has
+# two): botocore itself, not boto3 and its transfer manager, which cost a
+# tenth of a second to import and are not used here.
+_LOADER: Any = None
+_LOADER_LOCK = threading.Lock()
 
 # Names that change in place: read as they are now, never pinned.
 MUTABLE = ("locks/", "holds/")
@@ -94,6 +101,37 @@ def parse_s3_url(url: str) -> tuple[str, str, dict[str, str]]:
     return parts.netloc, parts.path.strip("/"), options
 
 
+def _make_client(profile: str | None, options: dict[str, str]) -> Any:
+    global _LOADER
+    session = botocore.session.Session(profile=profile)
+    # Sessions are not thread-safe, and a copy opens its two vaults at once.
+    with _LOADER_LOCK:
+        if _LOADER is None:
+            _LOADER = session.get_component("data_loader")
+        else:
+            session.register_component("data_loader", _LOADER)
+        return session.create_client(
+            "s3",
+            region_name=options.get("region"),
+            endpoint_url=options.get("endpoint"),
+            config=Config(
+                # The AWS variables users know; defaults suit a flaky WAN.
+                retries={
+                    "mode": os.environ.get("AWS_RETRY_MODE", "standard"),
+                    "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "8")),
+                },
+                max_pool_connections=16,
+                connect_timeout=10,
+                read_timeout=60,
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                # Every upload carries a CRC32 the service checks (see put),
+                # at a tenth of the cost of signing the payload with SHA-256.
+                s3={"payload_signing_enabled": False},
+            ),
+        )
+
+
 class S3Backend:
     def __init__(self, url: str) -> None:
         self.bucket, self.prefix, options = parse_s3_url(url)
@@ -107,41 +145,14 @@ class S3Backend:
         self._listed: set[str] = set()
         self._pin_lock = threading.Lock()
         self._scan_lock = threading.Lock()
+        profile = options.get("profile")
         try:
-            session = boto3.Session(
-                profile_name=options.get("profile"), region_name=options.get("region")
-            )
+            self.client = _make_client(profile, options)
         except ProfileNotFound as exc:
-            raise UsageError(f"AWS profile {options.get('profile')!r} not found") from exc
-        except (BotoCoreError, ValueError) as exc:
-            raise UsageError(f"AWS configuration for {self.location}: {exc}") from exc
-        try:
-            self.client = self._client(session, options)
+            raise UsageError(f"AWS profile {profile!r} not found") from exc
         except (BotoCoreError, ValueError) as exc:
             raise UsageError(f"cannot use S3 settings of {self.location}: {exc}") from exc
         self.region = options.get("region") or self.client.meta.region_name or ""
-
-    @staticmethod
-    def _client(session: Any, options: dict[str, str]) -> Any:
-        return session.client(
-            "s3",
-            endpoint_url=options.get("endpoint"),
-            config=Config(
-                # The AWS variables users know; defaults suit a flaky WAN.
-                retries={
-                    "mode": os.environ.get("AWS_RETRY_MODE", "standard"),
-                    "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "8")),
-                },
-                max_pool_connections=16,
-                connect_timeout=10,
-                read_timeout=60,
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                # Every upload carries a CRC32C the service checks (see put),
-                # at a tenth of the cost of signing the payload with SHA-256.
-                s3={"payload_signing_enabled": False},
-            ),
-        )
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
@@ -215,16 +226,17 @@ class S3Backend:
         return body[:length]
 
     def put(
-        self, name: str, data: bytes | memoryview, retain_until: datetime | None = None
+        self, name: str, data: bytes | bytearray | memoryview, retain_until: datetime | None = None
     ) -> None:
-        # The service checks the CRC32C and refuses a body damaged on the way;
+        # The service checks the CRC32 and refuses a body damaged on the way;
         # AWS also wants a checksum on every upload that carries a retention
-        # date. Computed here, in hardware: botocore would copy the body.
-        body = bytes(data)
-        crc = google_crc32c.value(body).to_bytes(4, "big")
+        # date. Computed here (zlib, several GB/s): botocore would copy the
+        # body first. A bytearray (a pack's buffer) goes out as it is.
+        body = data if isinstance(data, (bytes, bytearray)) else bytes(data)
+        crc = zlib.crc32(body).to_bytes(4, "big")
         extra: dict[str, Any] = {
-            "ChecksumAlgorithm": "CRC32C",
-            "ChecksumCRC32C": base64.b64encode(crc).decode(),
+            "ChecksumAlgorithm": "CRC32",
+            "ChecksumCRC32": base64.b64encode(crc).decode(),
         }
         if self.lock_mode and retain_until is not None:
             extra.update(
@@ -233,12 +245,20 @@ class S3Backend:
             )
         if self.storage_class and name.startswith("packs/"):
             extra["StorageClass"] = self.storage_class
-        try:
-            response = self.client.put_object(
-                Bucket=self.bucket, Key=self._key(name), Body=body, **extra
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise self._translate(exc, "writing to", name) from exc
+        for attempt in range(BODY_ATTEMPTS):
+            try:
+                response = self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(name), Body=body, **extra
+                )
+                break
+            except ClientError as exc:
+                # Refused for its checksum: damaged on the way, so sent again
+                # (botocore does not retry a 400).
+                code = exc.response.get("Error", {}).get("Code")
+                if code not in _DAMAGED_ON_THE_WAY or attempt + 1 == BODY_ATTEMPTS:
+                    raise self._translate(exc, "writing to", name) from exc
+            except BotoCoreError as exc:
+                raise self._translate(exc, "writing to", name) from exc
         version = response.get("VersionId")
         if self._pinnable(name) and version:
             with self._pin_lock:
