@@ -32,7 +32,7 @@ class FailingLockWrites(LocalBackend):
         self.failed = 0
 
     def put(
-        self, name: str, data: bytes | memoryview, retain_until: datetime | None = None
+        self, name: str, data: bytes | bytearray | memoryview, retain_until: datetime | None = None
     ) -> None:
         if name.startswith("locks/") and self.fail_next:
             self.fail_next -= 1

@@ -7,6 +7,7 @@ different data.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import pytest
@@ -69,9 +70,9 @@ def build_pack(vault: Vault, blobs: list[Blob]) -> tuple[str, bytes, list[BlobEn
         if len(packed) < len(blob.data):
             flags, payload = Compression.ZSTD, packed
         envelope = vault.cipher.seal(payload, blob_aad(blob_id, blob.type, flags))
-        builder.add(blob_id, blob.type, flags, (envelope,), len(blob.data))
+        builder.add(blob_id, blob.type, flags, envelope, len(blob.data))
     name, data = builder.finish(vault.cipher)
-    return name, data, builder.entries
+    return name, bytes(data), builder.entries
 
 
 def decode(vault: Vault, data: bytes, entry: BlobEntry) -> bytes:
@@ -249,3 +250,33 @@ def test_envelope_sealed_for_another_role_is_not_an_index(vault: Vault) -> None:
     with pytest.raises(DamageError):
         decode_index(vault.cipher, content_name(as_point), as_point)
     assert decode_index(vault.cipher, name, data) == {}
+
+
+def test_a_pack_buffer_passed_on_holds_only_the_next_pack(vault: Vault) -> None:
+    rng = random.Random(5)
+
+    def fill(builder: PackBuilder, sizes: list[int]) -> list[bytes]:
+        blobs = [rng.randbytes(size) for size in sizes]
+        for data in blobs:
+            blob_id = vault.cipher.blob_id(data)
+            builder.seal(vault.cipher, blob_id, BlobType.DATA, Compression.NONE, data, len(data))
+        return blobs
+
+    # The first pack outgrows its 64-byte buffer; the second is shorter than the
+    # first and reuses what the first left behind.
+    first = PackBuilder(bytearray(64))
+    first_blobs = fill(first, [3000, 10, 5000])
+    first_name, buffer = first.finish(vault.cipher)
+    first_bytes = bytes(buffer)
+    second = PackBuilder(buffer)
+    second_blobs = fill(second, [100, 20])
+    name, data = second.finish(vault.cipher)
+
+    for pack_name, pack, blobs in (
+        (first_name, first_bytes, first_blobs),
+        (name, bytes(data), second_blobs),
+    ):
+        assert content_name(pack) == pack_name
+        entries = parse_header(vault.cipher, pack_name, pack, len(pack))
+        assert [decode(vault, pack, e) for e in entries] == blobs
+    assert len(data) < len(first_bytes)

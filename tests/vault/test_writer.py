@@ -106,7 +106,7 @@ class PacksFail(LocalBackend):
         self.raised: list[StorageError] = []
 
     def put(
-        self, name: str, data: bytes | memoryview, retain_until: datetime | None = None
+        self, name: str, data: bytes | bytearray | memoryview, retain_until: datetime | None = None
     ) -> None:
         if name.startswith("packs/"):
             error = StorageError(f"writing {name}: refused by the test backend")

@@ -37,7 +37,7 @@ ENVELOPE_OVERHEAD = NONCE_LEN + TAG_LEN
 ID_LEN = 32
 
 
-def content_name(data: bytes | memoryview) -> str:
+def content_name(data: bytes | bytearray | memoryview) -> str:
     """The unkeyed BLAKE3 hex digest that names a stored object."""
     return blake3.blake3(data).hexdigest()
 
@@ -75,14 +75,16 @@ class Cipher:
         return blake3.blake3(plaintext, key=self._id_key).digest()
 
     def seal(self, plaintext: bytes | memoryview, aad: bytes) -> bytes:
-        nonce, sealed = self.seal_parts(plaintext, aad)
-        return nonce + sealed
-
-    def seal_parts(self, plaintext: bytes | memoryview, aad: bytes) -> tuple[bytes, bytes]:
-        """The envelope as (nonce, ciphertext and tag), for writers that
-        concatenate anyway and need not copy every blob twice."""
         nonce = os.urandom(NONCE_LEN)
-        return nonce, self._aead.encrypt(nonce, plaintext, aad)
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def seal_into(self, plaintext: bytes | memoryview, aad: bytes, out: memoryview) -> None:
+        """Write the envelope into ``out`` (exactly ENVELOPE_OVERHEAD bytes
+        longer than ``plaintext``): no buffer of its own to allocate, clear,
+        and copy into a pack afterwards."""
+        nonce = os.urandom(NONCE_LEN)
+        out[:NONCE_LEN] = nonce
+        self._aead.encrypt_into(nonce, plaintext, aad, out[NONCE_LEN:])
 
     def open(self, envelope: bytes | memoryview, aad: bytes, what: str) -> bytes:
         if len(envelope) < ENVELOPE_OVERHEAD:

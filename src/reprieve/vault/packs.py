@@ -23,7 +23,7 @@ from enum import IntEnum
 
 from reprieve.errors import DamageError
 from reprieve.vault.backends.base import Backend
-from reprieve.vault.crypto import Cipher, content_name
+from reprieve.vault.crypto import ENVELOPE_OVERHEAD, Cipher, blob_aad, content_name
 
 HEADER_AAD = b"pack-header"
 RECORD = struct.Struct("<32sBBII")
@@ -58,35 +58,70 @@ def pack_path(name: str) -> str:
 
 
 class PackBuilder:
-    """Collects blob envelopes until the pack is big enough to store."""
+    """Collects blob envelopes in one buffer until the pack is big enough to store.
 
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
+    Blobs are encrypted straight into the buffer (:meth:`seal`), and
+    :meth:`finish` hands the buffer itself to storage. A writer passes it on
+    to its next pack once stored (``buffer``), so packs after the first
+    neither allocate nor clear memory.
+    """
+
+    def __init__(self, buffer: bytearray | None = None) -> None:
+        self.buffer = bytearray() if buffer is None else buffer
         self.entries: list[BlobEntry] = []
         self.size = 0
 
-    def add(
-        self, blob_id: bytes, blob_type: int, flags: int, envelope: tuple[bytes, ...], raw: int
-    ) -> None:
-        """Append one envelope, given in parts that are stored one after another."""
-        length = sum(map(len, envelope))
+    def _reserve(self, n: int) -> memoryview:
+        """A view of the next ``n`` bytes, the buffer grown if it is short.
+        Release it before the buffer changes size."""
+        end = self.size + n
+        if end > len(self.buffer):
+            self.buffer.extend(bytes(end - len(self.buffer)))
+        return memoryview(self.buffer)[self.size : end]
+
+    def _record(self, blob_id: bytes, blob_type: int, flags: int, length: int, raw: int) -> None:
         self.entries.append(BlobEntry(blob_id, blob_type, flags, self.size, length, raw))
-        self.parts.extend(envelope)
         self.size += length
+
+    def add(
+        self, blob_id: bytes, blob_type: int, flags: int, envelope: bytes | memoryview, raw: int
+    ) -> None:
+        """Append an envelope sealed elsewhere."""
+        with self._reserve(len(envelope)) as span:
+            span[:] = envelope
+        self._record(blob_id, blob_type, flags, len(envelope), raw)
+
+    def seal(
+        self,
+        cipher: Cipher,
+        blob_id: bytes,
+        blob_type: int,
+        flags: int,
+        payload: bytes | memoryview,
+        raw: int,
+    ) -> None:
+        """Encrypt a blob's stored form into the pack."""
+        length = len(payload) + ENVELOPE_OVERHEAD
+        with self._reserve(length) as span:
+            cipher.seal_into(payload, blob_aad(blob_id, blob_type, flags), span)
+        self._record(blob_id, blob_type, flags, length, raw)
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def finish(self, cipher: Cipher) -> tuple[str, bytes]:
-        """The pack's name and bytes; entries keep their offsets."""
+    def finish(self, cipher: Cipher) -> tuple[str, bytearray]:
+        """The pack's name and bytes (the buffer, cut to length); entries keep
+        their offsets."""
         header = b"".join(
             RECORD.pack(e.id, e.type, e.flags, e.length, e.raw_length) for e in self.entries
         )
         sealed = cipher.seal(header, HEADER_AAD)
-        self.parts += [sealed, TRAILER.pack(len(sealed), MAGIC)]
-        data = b"".join(self.parts)
-        self.parts = []
-        return content_name(data), data
+        tail = sealed + TRAILER.pack(len(sealed), MAGIC)
+        with self._reserve(len(tail)) as span:
+            span[:] = tail
+        self.size += len(tail)
+        del self.buffer[self.size :]
+        return content_name(self.buffer), self.buffer
 
 
 def parse_header(cipher: Cipher, name: str, tail: bytes, file_size: int) -> list[BlobEntry]:

@@ -215,7 +215,7 @@ def run_prune(vault: Vault, plan: PrunePlan, progress: Progress | None = None) -
             envelope = data[loc.offset : loc.offset + loc.length]
             vault.decode_blob(blob_id, loc.type, loc.flags, loc.raw_length, envelope)
             builder = builders.setdefault(loc.type, PackBuilder())
-            builder.add(blob_id, loc.type, loc.flags, (envelope,), loc.raw_length)
+            builder.add(blob_id, loc.type, loc.flags, envelope, loc.raw_length)
             if builder.size >= vault.config.pack_size:
                 store(builders.pop(loc.type))
         progress.advance(len(data))

@@ -26,7 +26,6 @@ import zstandard
 from pyfastcdc import FastCDC
 
 from reprieve.errors import RefusedError
-from reprieve.vault.crypto import blob_aad
 from reprieve.vault.packs import BlobEntry, BlobType, Compression, PackBuilder, pack_path
 from reprieve.vault.repository import Vault
 
@@ -37,6 +36,9 @@ READ_BLOCK = 16 * 1024 * 1024
 # Full packs waiting for (or in) upload; bounds memory while fsync and
 # network writes overlap with chunking and compression.
 UPLOAD_QUEUE = 2
+# Pack buffers kept for reuse: enough for the open packs and those queued
+# or uploading.
+SPARE_BUFFERS = UPLOAD_QUEUE + 4
 INLINE_STORE = 128 * 1024
 PROBE = 64 * 1024
 
@@ -97,6 +99,7 @@ class BlobWriter:
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()
         self._open: dict[int, PackBuilder] = {}
+        self._spare: list[bytearray] = []
         self._written: dict[str, list[BlobEntry]] = {}
         self._futures: set[Future[None]] = set()
         self._error: BaseException | None = None
@@ -270,11 +273,14 @@ class BlobWriter:
         """Encrypt a blob's stored form into the open pack of its type."""
         if self._error is not None:
             return
-        envelope = self.cipher.seal_parts(payload, blob_aad(blob_id, blob_type, flags))
         full: PackBuilder | None = None
         with self._lock:
-            pack = self._open.setdefault(blob_type, PackBuilder())
-            pack.add(blob_id, blob_type, flags, envelope, raw)
+            pack = self._open.get(blob_type)
+            if pack is None:
+                pack = self._open[blob_type] = PackBuilder(self._buffer())
+            # AES-GCM runs at several GB/s: sealing in place under the lock
+            # costs less than a buffer of its own per blob.
+            pack.seal(self.cipher, blob_id, blob_type, flags, payload, raw)
             self.stats.blobs_new += 1
             self.stats.bytes_new_raw += raw
             if pack.size >= self.config.pack_size:
@@ -293,6 +299,12 @@ class BlobWriter:
         self._upload_slots.release()
         self._settle(future)
 
+    def _buffer(self) -> bytearray:
+        """A stored pack's buffer for the next pack, or a new one (caller holds the lock)."""
+        if self._spare:
+            return self._spare.pop()
+        return bytearray(self.config.pack_size + self.config.chunk_max)
+
     def _write_pack(self, pack: PackBuilder) -> None:
         if self._error is not None:
             return
@@ -302,6 +314,8 @@ class BlobWriter:
             self._written[name] = pack.entries
             self.stats.bytes_stored += len(data)
             self.stats.packs += 1
+            if len(self._spare) < SPARE_BUFFERS:
+                self._spare.append(data)
             checkpoint = self._index_every and len(self._written) >= self._index_every
         if checkpoint:
             self._write_index()

@@ -40,7 +40,7 @@ class Backend(Protocol):
         ...
 
     def put(
-        self, name: str, data: bytes | memoryview, retain_until: datetime | None = None
+        self, name: str, data: bytes | bytearray | memoryview, retain_until: datetime | None = None
     ) -> None:
         """Store atomically: readers see the whole object or nothing."""
         ...

@@ -92,7 +92,7 @@ class LocalBackend:
         self._made.add(folder)
 
     def put(
-        self, name: str, data: bytes | memoryview, retain_until: datetime | None = None
+        self, name: str, data: bytes | bytearray | memoryview, retain_until: datetime | None = None
     ) -> None:
         final = self._path(name)
         tmp = final.parent / f"{TMP_PREFIX}{secrets.token_hex(8)}"
