@@ -9,6 +9,7 @@ from reprieve.cli.common import (
     force_unlock_option,
     human_bytes,
     json_option,
+    preload_catalog,
     progress_for,
     record_action,
     with_vault,
@@ -59,6 +60,7 @@ def files(
     retain: str | None,
 ) -> None:
     """Back up files and folders; unchanged files are not read again."""
+    preload_catalog()
     tag_map = parse_tags(tags)
     span = parse_duration(retain) if retain else None
     progress = progress_for(as_json, f"backup {resource}")

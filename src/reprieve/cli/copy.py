@@ -12,9 +12,11 @@ from reprieve.cli.common import (
     emit,
     human_bytes,
     json_option,
+    preload_catalog,
     progress_for,
     read_secret,
     record_action,
+    settle_heap,
 )
 from reprieve.engine.copy import copy_points
 from reprieve.errors import DamageError
@@ -58,6 +60,7 @@ def copy(
     as_json: bool,
 ) -> None:
     """Copy points the target lacks; only missing data is sent, re-encrypted."""
+    preload_catalog()
     src_secret = read_secret(password_file, key_file)
     if to_password_file or to_key_file or os.environ.get("REPRIEVE_TO_PASSWORD") is not None:
         dst_secret = read_secret(
@@ -70,6 +73,7 @@ def copy(
         opening = pool.submit(lambda: Vault.open(backend_for(destination), dst_secret))
         src = Vault.open(backend_for(source), src_secret)  # its error is the one told
         dst = opening.result()
+    settle_heap()
     result = copy_points(
         src,
         dst,

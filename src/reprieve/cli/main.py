@@ -7,12 +7,15 @@ the single place that turns them into one line on stderr and an exit code
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import gc
 import os
 import signal
 import sys
 import traceback
 from types import FrameType
+from typing import NoReturn
 
 import click
 
@@ -55,18 +58,23 @@ def cli(debug: bool) -> None:
     """reprieve: encrypted, deduplicated, verified recovery points."""
 
 
-def _limit_malloc_arenas() -> None:
-    """Cap glibc at two malloc arenas.
+def _tune_malloc() -> None:
+    """Two malloc arenas, and large buffers reused rather than unmapped.
 
     Every worker thread otherwise gets an arena of its own that keeps the
     large buffers it freed: with packs and read blocks of 16 MiB, that alone
     added about 90 MiB of resident memory to a backup (measured on 1 GiB).
+    Left to itself, glibc also hands each buffer of a MiB or more back to
+    the kernel when it is freed; the next one is zero-filled and faulted in
+    again page by page, which cost about a twelfth of a backup's CPU.
     """
     if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-8, 2)  # M_ARENA_MAX
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
 
@@ -93,7 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("REPRIEVE_DEBUG") == "1"
     # --debug is accepted anywhere on the line, not only before the command.
     args = [a for a in args if a != "--debug"]
-    _limit_malloc_arenas()
+    _tune_malloc()
+    # A backup allocates container objects by the hundred thousand and frees
+    # nearly all of them by reference count; collecting every 700 of them
+    # cost about 4% of a copy's CPU.
+    gc.set_threshold(20_000, 10, 10)
     # Trees are walked recursively; paths (PATH_MAX 4096) cannot nest deeper.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 12_000))
     signal.signal(signal.SIGINT, _interrupt)
@@ -119,4 +131,19 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         _debug(debug)
         _fail(f"internal error: {exc!r}; rerun with --debug and report it", 1)
-    sys.exit(code if isinstance(code, int) else 0)
+    _exit(code if isinstance(code, int) else 0)
+
+
+def _exit(code: int) -> NoReturn:
+    """End a finished command without tearing the interpreter down.
+
+    Exit handlers run and output is flushed as usual; only the freeing of
+    every module and object is skipped, which took 0.1 s after a backup.
+    """
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        sys.exit(code)  # a closed pipe: let Python report it as usual
+    atexit._run_exitfuncs()
+    os._exit(code)
