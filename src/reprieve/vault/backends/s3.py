@@ -24,7 +24,6 @@ import base64
 import os
 import threading
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +43,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
+from isal.isal_zlib import crc32
 from urllib3.exceptions import ProtocolError
 
 from reprieve.errors import (
@@ -230,10 +230,11 @@ class S3Backend:
     ) -> None:
         # The service checks the CRC32 and refuses a body damaged on the way;
         # AWS also wants a checksum on every upload that carries a retention
-        # date. Computed here (zlib, several GB/s): botocore would copy the
-        # body first. A bytearray (a pack's buffer) goes out as it is.
+        # date. Computed here, by ISA-L at over 20 GB/s (zlib manages 4, and
+        # botocore would copy the body first). A bytearray (a pack's buffer)
+        # goes out as it is.
         body = data if isinstance(data, (bytes, bytearray)) else bytes(data)
-        crc = zlib.crc32(body).to_bytes(4, "big")
+        crc = crc32(body).to_bytes(4, "big")
         extra: dict[str, Any] = {
             "ChecksumAlgorithm": "CRC32",
             "ChecksumCRC32": base64.b64encode(crc).decode(),
