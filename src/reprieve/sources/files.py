@@ -124,9 +124,19 @@ class FileWalker:
 
     # -- reading file content ------------------------------------------------
 
-    def _read_small(self, path: bytes) -> tuple[list[bytes], int]:
-        with open(path, "rb", buffering=0) as f:
-            data = f.read()
+    def _read_small(self, path: bytes, size: int) -> tuple[list[bytes], int]:
+        """One open, one read of the size the walk saw (and a byte more, to
+        notice growth), one close; a file that grew is read to its end."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, size + 1)
+            if len(data) != size:
+                rest = [data]
+                while part := os.read(fd, INLINE_READ):
+                    rest.append(part)
+                data = b"".join(rest)
+        finally:
+            os.close(fd)
         return ([self.writer.add(data)] if data else []), len(data)
 
     def _read_large(self, path: bytes, size: int) -> tuple[list[bytes], int]:
@@ -214,7 +224,7 @@ class FileWalker:
             return
         if node.size <= INLINE_READ:
             try:
-                node.content, node.size = self._read_small(path)
+                node.content, node.size = self._read_small(path, node.size)
             except OSError as exc:
                 self.stats.errors.append(f"{os.fsdecode(path)}: {exc.strerror or exc}")
                 node.content, node.size = [], 0
@@ -231,17 +241,18 @@ class FileWalker:
         old_children = self._old_children(old)
         pend = _PendingDir(nodes=[], reads=[], owner=owner)
         try:
-            with os.scandir(path) as it:
-                names = sorted(e.name for e in it)
+            names = sorted(os.listdir(path))
         except OSError as exc:
             self.stats.errors.append(f"{os.fsdecode(path)}: {exc.strerror or exc}")
             names = []
+        # Joined by hand: os.path.join costs more than the lstat per entry.
+        base = path if path.endswith(b"/") else path + b"/"
+        prefix = rel + b"/" if rel else b""
         for name in names:
-            child = os.path.join(path, name)
+            child = base + name
             if self._excluded(child, name):
                 continue
-            child_rel = os.path.join(rel, name) if rel else name
-            self._entry(child, child_rel, name, old_children.get(name), pend)
+            self._entry(child, prefix + name, name, old_children.get(name), pend)
         self._queue(pend)
 
     def _queue(self, pend: _PendingDir) -> None:
