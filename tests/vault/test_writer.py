@@ -75,7 +75,7 @@ def test_random_blobs_are_stored_raw_text_compressed_and_all_read_back(tmp_path:
     assert all(blob_id in vault.index for blob_id in ids.values())
 
 
-def test_probe_of_the_first_64_kib_decides_for_a_large_blob(tmp_path: Path) -> None:
+def test_probe_of_the_first_16_kib_decides_for_a_large_blob(tmp_path: Path) -> None:
     """Blobs over 4 x PROBE are compressed only if their first PROBE bytes compress.
 
     So a blob that is random at its start and zeros after is stored raw when large,

@@ -40,7 +40,9 @@ UPLOAD_QUEUE = 2
 # or uploading.
 SPARE_BUFFERS = UPLOAD_QUEUE + 4
 INLINE_STORE = 128 * 1024
-PROBE = 64 * 1024
+# Bytes of a large blob's head compressed to judge the whole: enough to tell
+# random data, and (compressed again with the rest) a small waste on text.
+PROBE = 16 * 1024
 
 
 class Readable(Protocol):
