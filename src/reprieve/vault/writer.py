@@ -36,8 +36,8 @@ READ_BLOCK = 16 * 1024 * 1024
 # Full packs waiting for (or in) upload; bounds memory while fsync and
 # network writes overlap with chunking and compression.
 UPLOAD_QUEUE = 2
-# Pack buffers kept for reuse: enough for the open packs and those queued
-# or uploading.
+# Full packs' buffers kept for reuse: enough for the open packs and those
+# queued or uploading.
 SPARE_BUFFERS = UPLOAD_QUEUE + 4
 INLINE_STORE = 128 * 1024
 # Bytes of a large blob's head compressed to judge the whole: enough to tell
@@ -279,7 +279,7 @@ class BlobWriter:
         with self._lock:
             pack = self._open.get(blob_type)
             if pack is None:
-                pack = self._open[blob_type] = PackBuilder(self._buffer())
+                pack = self._open[blob_type] = PackBuilder(self._buffer(blob_type))
             # AES-GCM runs at several GB/s: sealing in place under the lock
             # costs less than a buffer of its own per blob.
             pack.seal(self.cipher, blob_id, blob_type, flags, payload, raw)
@@ -301,10 +301,14 @@ class BlobWriter:
         self._upload_slots.release()
         self._settle(future)
 
-    def _buffer(self) -> bytearray:
-        """A stored pack's buffer for the next pack, or a new one (caller holds the lock)."""
+    def _buffer(self, blob_type: int) -> bytearray:
+        """A full stored pack's buffer for the next pack, or a new one: a data
+        pack's sized for a whole pack, a listings pack's (most are a few KiB)
+        grown as needed. The caller holds the lock."""
         if self._spare:
             return self._spare.pop()
+        if blob_type == BlobType.TREE:
+            return bytearray()
         return bytearray(self.config.pack_size + self.config.chunk_max)
 
     def _write_pack(self, pack: PackBuilder) -> None:
@@ -316,7 +320,7 @@ class BlobWriter:
             self._written[name] = pack.entries
             self.stats.bytes_stored += len(data)
             self.stats.packs += 1
-            if len(self._spare) < SPARE_BUFFERS:
+            if len(data) >= self.config.pack_size and len(self._spare) < SPARE_BUFFERS:
                 self._spare.append(data)
             checkpoint = self._index_every and len(self._written) >= self._index_every
         if checkpoint:

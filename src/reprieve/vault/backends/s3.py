@@ -64,7 +64,7 @@ _BODY_ERRORS = (
     ConnectionClosedError,
     ProtocolError,
 )
-_DAMAGED_ON_THE_WAY = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch"}
+_DAMAGED_ON_THE_WAY = {"BadDigest", "XAmzContentChecksumMismatch"}
 _CREDENTIAL_ERRORS = {
     "403",
     "Forbidden",
