@@ -152,6 +152,50 @@ def test_the_same_data_is_stored_once(tmp_path: Path) -> None:
     assert len(list(vault.backend.list("packs"))) == len(list(vault.backend.list("index"))) == 1
 
 
+class IndexLog(LocalBackend):
+    """A local folder that notes every index file written and deleted."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.written: list[str] = []
+        self.deleted: list[str] = []
+
+    def put(
+        self, name: str, data: bytes | bytearray | memoryview, retain_until: datetime | None = None
+    ) -> None:
+        super().put(name, data, retain_until)
+        if name.startswith("index/"):
+            self.written.append(name)
+
+    def delete(self, name: str) -> None:
+        super().delete(name)
+        if name.startswith("index/"):
+            self.deleted.append(name)
+
+
+def test_checkpoint_index_files_become_one_at_flush(tmp_path: Path) -> None:
+    """A writer that indexes every pack leaves, once flushed, one index file
+    naming every blob, and a vault opened afresh finds them all in it."""
+    rng = random.Random(5)
+    backend = IndexLog(tmp_path / "vault")
+    vault = Vault.create(backend, Secret.passphrase("x"), kdf_memory_kib=8192, pack_size=256 * KiB)
+    blobs = [rng.randbytes(200 * KiB) for _ in range(12)]
+
+    with BlobWriter(vault, index_every=1) as writer:
+        ids = [writer.add(data) for data in blobs]
+        name = writer.flush()
+
+    assert len(list(backend.list("packs"))) >= 6
+    merged = f"index/{name}"
+    assert len(backend.written) >= 7 and backend.written[-1] == merged
+    assert sorted(backend.deleted) == sorted(backend.written[:-1])
+    assert [n for n, _ in backend.list("index")] == [merged]
+    reopened = Vault.open(backend, Secret.passphrase("x"))
+    assert len(reopened.index) == len(blobs)
+    for blob_id, data in zip(ids, blobs, strict=True):
+        assert reopened.read_blob(blob_id) == data
+
+
 class CountingBackend(LocalBackend):
     def __init__(self, root: Path) -> None:
         super().__init__(root)

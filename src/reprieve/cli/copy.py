@@ -60,7 +60,6 @@ def copy(
     as_json: bool,
 ) -> None:
     """Copy points the target lacks; only missing data is sent, re-encrypted."""
-    preload_catalog()
     src_secret = read_secret(password_file, key_file)
     if to_password_file or to_key_file or os.environ.get("REPRIEVE_TO_PASSWORD") is not None:
         dst_secret = read_secret(
@@ -74,6 +73,7 @@ def copy(
         src = Vault.open(backend_for(source), src_secret)  # its error is the one told
         dst = opening.result()
     settle_heap()
+    preload_catalog()
     result = copy_points(
         src,
         dst,

@@ -40,6 +40,8 @@ UPLOAD_QUEUE = 2
 # queued or uploading.
 SPARE_BUFFERS = UPLOAD_QUEUE + 4
 INLINE_STORE = 128 * 1024
+# Checkpoint index files deleted at once when a flush merges them.
+DELETERS = 8
 # Bytes of a large blob's head compressed to judge the whole: enough to tell
 # random data, and (compressed again with the rest) a small waste on text.
 PROBE = 16 * 1024
@@ -376,12 +378,17 @@ class BlobWriter:
         if len(checkpoints) > 1:
             # Many checkpoint files become one, written before they go.
             name = self.vault.write_index(packs)
-            for old in checkpoints:
-                # Another backup on a locked vault may have locked it: it stays.
-                with contextlib.suppress(RefusedError):
-                    self.vault.backend.delete(f"index/{old}")
+            # One request each, sent side by side: a copy leaves one per pack.
+            with ThreadPoolExecutor(DELETERS, thread_name_prefix="delete") as deleters:
+                for done in [deleters.submit(self._drop_checkpoint, old) for old in checkpoints]:
+                    done.result()
             self.vault.index.merge_files(checkpoints, name)
         return name
+
+    def _drop_checkpoint(self, name: str) -> None:
+        # Another backup on a locked vault may have locked it: it stays.
+        with contextlib.suppress(RefusedError):
+            self.vault.backend.delete(f"index/{name}")
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
