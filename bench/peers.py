@@ -132,7 +132,9 @@ class Reprieve(Runner):
         return str(beside) if beside.exists() else (shutil.which("reprieve") or "reprieve")
 
     def tool_env(self) -> dict[str, str]:
-        return {"REPRIEVE_PASSWORD": PASSWORD}
+        # Its catalog in the run's folder, made by `vault init` as a user's
+        # would be, and never the user's own.
+        return {"REPRIEVE_PASSWORD": PASSWORD, "REPRIEVE_HOME": str(self.home / "reprieve")}
 
     def vault(self) -> str:
         return str(self.repo)

@@ -67,6 +67,7 @@ def test_each_state_changing_command_is_chained_in_the_catalog_and_the_vault(
 
     events = ok("audit", "list", "--json").json()
     assert [(e["action"], e["subject"]) for e in events] == [
+        ("vault.init", str(location)),
         ("backup", "app"),
         ("backup", "app"),
         ("hold", first),
@@ -75,11 +76,12 @@ def test_each_state_changing_command_is_chained_in_the_catalog_and_the_vault(
         ("restore", "app"),
         ("key.add", key),
     ]
-    assert [e["seq"] for e in events] == list(range(1, 8))
-    assert events[0]["details"]["point"] == first
-    assert events[2]["details"] == {"reason": "case 7"}
-    assert events[4]["details"]["removed"] == [first]
-    assert events[5]["details"]["target"] == str((tmp_path / "out").absolute())
+    assert [e["seq"] for e in events] == list(range(1, 9))
+    assert events[0]["details"]["lock"] is None
+    assert events[1]["details"]["point"] == first
+    assert events[3]["details"] == {"reason": "case 7"}
+    assert events[5]["details"]["removed"] == [first]
+    assert events[6]["details"]["target"] == str((tmp_path / "out").absolute())
     ok("audit", "verify")
     assert held(location) == [second]
 
@@ -142,7 +144,7 @@ def test_copies_and_lifecycle_moves_keep_the_catalogs_points_current(tmp_path: P
         "lifecycle", "run", "--vault", hot, "--cold-vault", cold, "--cold-after", "1s", "--json"
     ).json()["move"]
 
-    events = ok("audit", "list", "--json").json()
+    events = ok("audit", "list", "--json").json()[3:]  # after the three vault.init
     assert [e["action"] for e in events] == ["backup", "copy", "lifecycle"]
     copy_id = copied[0]["destination"]
     assert events[1]["details"] == {
@@ -155,6 +157,6 @@ def test_copies_and_lifecycle_moves_keep_the_catalogs_points_current(tmp_path: P
     assert events[2]["details"]["forgotten"] == {"hot": 1, "cold": 0}
     assert (held(hot), held(dr), held(cold)) == ([], [copy_id], [moved[0]["cold_point"]])
     assert moved[0]["point"] == point
-    for location, seqs in ((hot, [1, 2, 3]), (dr, [2]), (cold, [3])):
+    for location, seqs in ((hot, [1, 4, 5, 6]), (dr, [2, 5]), (cold, [3, 6])):
         assert sorted(r["seq"] for r in vault_trail(location) if "seq" in r) == seqs
     ok("audit", "verify")

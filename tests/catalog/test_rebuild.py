@@ -17,17 +17,18 @@ def test_a_new_catalog_recovers_points_resources_and_audit_history(tmp_path: Pat
     ok("backup", "files", data, "--vault", vault, "--resource", "uploads", "--json")
     ok("points", "hold", first["point"][:12], "--vault", vault, "--reason", "litigation 114")
     old = ok("audit", "list", "--json").json()
-    assert [e["action"] for e in old] == ["backup", "backup", "hold"]
+    assert [e["action"] for e in old] == ["vault.init", "backup", "backup", "hold"]
 
     # The primary region's catalog is gone: the DR side starts from nothing.
     elsewhere = {"REPRIEVE_CATALOG_URL": f"sqlite:///{tmp_path / 'dr-catalog.db'}"}
     summary = ok("catalog", "rebuild", "--vault", vault, "--json", env=elsewhere).json()
     assert (summary["points"], summary["resources"]) == (2, ["ledger", "uploads"])
-    assert summary["audit_recovered"] == 3
+    assert summary["audit_recovered"] == 4
     events = ok("audit", "list", "--json", env=elsewhere).json()
-    assert [e["action"] for e in events] == ["backup", "backup", "hold", "catalog.rebuild"]
-    assert [e["details"]["recovered"]["hash"] for e in events[:3]] == [e["hash"] for e in old]
-    assert events[2]["details"]["reason"] == "litigation 114"
+    recovered = ["vault.init", "backup", "backup", "hold"]
+    assert [e["action"] for e in events] == [*recovered, "catalog.rebuild"]
+    assert [e["details"]["recovered"]["hash"] for e in events[:4]] == [e["hash"] for e in old]
+    assert events[3]["details"]["reason"] == "litigation 114"
     ok("audit", "verify", env=elsewhere)
 
     # Run again: nothing is added twice.
