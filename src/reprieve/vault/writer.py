@@ -105,7 +105,10 @@ class BlobWriter:
         self._open: dict[int, PackBuilder] = {}
         self._spare: list[bytearray] = []
         self._written: dict[str, list[BlobEntry]] = {}
+        # Every task not yet settled; the blobs being compressed and sealed
+        # are also in _stores.
         self._futures: set[Future[None]] = set()
+        self._stores: set[Future[None]] = set()
         self._error: BaseException | None = None
         self._local = threading.local()
         self.stats = WriteStats()
@@ -220,6 +223,7 @@ class BlobWriter:
         future = self.pool.submit(store, *args)
         with self._lock:
             self._futures.add(future)
+            self._stores.add(future)
         future.add_done_callback(self._done(size))
 
     def _done(self, size: int) -> Callable[[Future[None]], None]:
@@ -232,6 +236,7 @@ class BlobWriter:
     def _settle(self, future: Future[None]) -> None:
         with self._lock:
             self._futures.discard(future)
+            self._stores.discard(future)
         if future.cancelled():
             return
         exc = future.exception()
@@ -345,10 +350,11 @@ class BlobWriter:
                 self._since_flush.update(written)
             return name
 
-    def _wait_all(self) -> None:
+    def _wait_all(self, tasks: set[Future[None]] | None = None) -> None:
+        """Wait until ``tasks`` (every task when None) is empty."""
         while True:
             with self._lock:
-                waiting = list(self._futures)
+                waiting = list(self._futures if tasks is None else tasks)
             if not waiting:
                 return
             for future in waiting:
@@ -361,7 +367,9 @@ class BlobWriter:
         Returns the index file's name, or None when nothing new was written.
         After this, every blob added so far is in the vault's index.
         """
-        self._wait_all()
+        # Once every blob is sealed, the open packs go out beside the full
+        # ones still uploading, not after them.
+        self._wait_all(self._stores)
         self._check()
         with self._lock:
             remaining = [p for p in self._open.values() if len(p)]
