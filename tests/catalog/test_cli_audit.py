@@ -160,3 +160,24 @@ def test_copies_and_lifecycle_moves_keep_the_catalogs_points_current(tmp_path: P
     for location, seqs in ((hot, [1, 4, 5, 6]), (dr, [2, 5]), (cold, [3, 6])):
         assert sorted(r["seq"] for r in vault_trail(location) if "seq" in r) == seqs
     ok("audit", "verify")
+
+
+def test_vault_init_records_the_vaults_lock_settings(tmp_path: Path) -> None:
+    location = tmp_path / "vault"
+    made = ok(
+        "vault", "init", "--vault", location, *FAST_KDF,
+        "--lock", "governance", "--min-retention", "2d", "--json",
+    ).json()  # fmt: skip
+
+    events = ok("audit", "list", "--json").json()
+    assert [(e["action"], e["subject"]) for e in events] == [("vault.init", str(location))]
+    assert events[0]["details"] == {
+        "id": made["id"],
+        "region": made["region"],
+        "lock": "governance",
+        "min_retention_s": 2 * 86400,
+        "max_retention_s": None,
+        "ids_from": None,
+    }
+    (record,) = [r for r in vault_trail(location) if "seq" in r]
+    assert (record["action"], record["hash"]) == ("vault.init", events[0]["hash"])

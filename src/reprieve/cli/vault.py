@@ -115,16 +115,13 @@ def init(
         "lock": config.lock or None,
         "ids_from": config.ids_from or None,
     }
-    settings_doc = {
-        "id": config.id,
-        "region": config.region,
-        "lock": config.lock or None,
-        "min_retention_s": config.min_retention_s or None,
-        "max_retention_s": config.max_retention_s or None,
-        "ids_from": config.ids_from or None,
-    }
     # Who made the vault, and with what lock, is the trail's first line for it.
-    record_action([created], "vault.init", created.backend.location, settings_doc)
+    details: dict[str, object] = {k: v for k, v in doc.items() if k != "vault"}
+    details.update(
+        min_retention_s=config.min_retention_s or None,
+        max_retention_s=config.max_retention_s or None,
+    )
+    record_action([created], "vault.init", created.backend.location, details)
     emit(as_json, doc, lambda: click.echo(f"created vault {config.id} at {doc['vault']}"))
 
 
