@@ -144,7 +144,9 @@ def test_copies_and_lifecycle_moves_keep_the_catalogs_points_current(tmp_path: P
         "lifecycle", "run", "--vault", hot, "--cold-vault", cold, "--cold-after", "1s", "--json"
     ).json()["move"]
 
-    events = ok("audit", "list", "--json").json()[3:]  # after the three vault.init
+    all_events = ok("audit", "list", "--json").json()
+    made, events = [(e["action"], e["subject"]) for e in all_events[:3]], all_events[3:]
+    assert made == [("vault.init", str(location)) for location in (hot, dr, cold)]
     assert [e["action"] for e in events] == ["backup", "copy", "lifecycle"]
     copy_id = copied[0]["destination"]
     assert events[1]["details"] == {
