@@ -1,11 +1,20 @@
 """Restore a files point into a folder, with content and metadata.
 
-Folders are created first; small files are written in the walking thread
-and large ones by a small pool (each blob is authenticated and re-hashed on
-the way); hard links, then folder metadata (deepest first, so writing
-children does not disturb a parent's times) come last. A file whose blobs
-are damaged is not left behind half-written: it is removed and named in the
-error, and the restore of the other files goes on.
+The walk creates folders, links and special files and plans the content:
+for every pack, which blobs to take from it and where each goes (a blob
+deduplicated across files goes to every one of them). A small pool then
+reads each pack once, only the spans it needs, and writes every blob in it
+to its places (authenticated and re-hashed on the way). Reading file by
+file instead fetched a pack again whenever files far apart in the tree
+shared it: twice the vault's size for a typical first backup. A file is
+finished (size, metadata) once its last blob is written. Hard links, then
+folder metadata (deepest first, so writing children does not disturb a
+parent's times) come last. A file whose blobs are damaged is not left
+behind half-written: it is removed and named in the error, and the restore
+of the other files goes on.
+
+The plan holds a few hundred bytes per blob and file: a restore of many
+millions of files needs memory for it.
 """
 
 from __future__ import annotations
@@ -15,8 +24,8 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,19 +34,19 @@ from reprieve.errors import DamageError, NotFoundError, StorageError, UsageError
 from reprieve.vault.repository import Vault
 from reprieve.vault.tree import Node, NodeType
 
-INLINE_WRITE = 1024 * 1024
+
+@dataclass(eq=False)
+class _File:
+    """A regular file being restored: how many of its blobs are still to write."""
+
+    path: bytes
+    node: Node
+    left: int
+    damaged: bool = False
 
 
-def _run_now(func: Callable[[bytes, Node], None], path: bytes, node: Node) -> Future[None]:
-    """Run ``func`` in this thread, with its outcome in a Future like the pool's."""
-    future: Future[None] = Future()
-    try:
-        func(path, node)
-    except Exception as exc:
-        future.set_exception(exc)
-    else:
-        future.set_result(None)
-    return future
+# Where a blob goes: the file, and the offset in it.
+_Places = list[tuple[_File, int]]
 
 
 @dataclass
@@ -82,7 +91,9 @@ class Restorer:
         self.progress: Progress = progress or NullProgress()
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="restore")
         self.stats = RestoreStats()
-        self._writes: list[tuple[bytes, Future[None]]] = []
+        self._files: list[_File] = []
+        # Pack name -> blob id -> its places, packs in the order the walk met them.
+        self._plan: dict[str, dict[bytes, _Places]] = {}
         self._dirs: list[tuple[bytes, Node]] = []
         self._links: list[tuple[bytes, Node]] = []
         self._matched = False
@@ -99,9 +110,12 @@ class Restorer:
         try:
             os.makedirs(self.target, exist_ok=True)
             self.root_tree = root_tree
-            self._restore_tree(root_tree, b"")
-            for path, fut in self._writes:
-                self._collect(path, fut)
+            try:
+                self._restore_tree(root_tree, b"")
+            finally:
+                # A damaged folder listing stops the walk: what it planned is
+                # still written, or removed, before the error goes on.
+                self._write_content()
             for path, node in self._links:
                 self._link(path, node)
             for path, node in reversed(self._dirs):
@@ -119,17 +133,73 @@ class Restorer:
             )
         return self.stats
 
-    def _collect(self, path: bytes, fut: Future[None]) -> None:
-        exc = fut.exception()
-        if exc is None:
+    def _write_content(self) -> None:
+        plan, self._plan = self._plan, {}
+        reads = [self.pool.submit(self._restore_pack, pack, blobs) for pack, blobs in plan.items()]
+        for read in reads:
+            read.result()
+        for file in self._files:
+            if file.damaged:
+                if os.path.lexists(file.path):
+                    os.unlink(file.path)
+                self.stats.damaged.append(os.fsdecode(os.path.relpath(file.path, self.target)))
+        self._files = []
+
+    def _restore_pack(self, pack: str, blobs: dict[bytes, _Places]) -> None:
+        """Write every planned blob of one pack; damage spoils only its files."""
+        done: set[bytes] = set()
+        try:
+            for blob_id, plain, _ in self.vault.read_pack_blobs(pack, list(blobs)):
+                self._place(plain, blobs[blob_id])
+                done.add(blob_id)
+        except (DamageError, NotFoundError) as exc:
+            pack_missing = isinstance(exc.__cause__, NotFoundError)
+            for blob_id, places in blobs.items():
+                if blob_id not in done:
+                    self._salvage(blob_id, places, pack_missing)
+
+    def _salvage(self, blob_id: bytes, places: _Places, pack_missing: bool) -> None:
+        """After damage in its pack, read one blob alone: what is intact is saved."""
+        plain = None
+        if not pack_missing:
+            with contextlib.suppress(DamageError, NotFoundError):
+                plain = self.vault.read_blob(blob_id)
+        if plain is not None:
+            self._place(plain, places)
             return
-        if isinstance(exc, DamageError):
-            rel = os.path.relpath(path, self.target)
-            self.stats.damaged.append(os.fsdecode(rel))
-            if os.path.lexists(path):
-                os.unlink(path)
-            return
-        raise exc
+        for file, _ in places:
+            file.damaged = True
+            self._settle(file)
+
+    def _place(self, plain: bytes, places: _Places) -> None:
+        zero: bool | None = None
+        for file, offset in places:
+            if not file.damaged:
+                if file.node.sparse and zero is None:
+                    zero = plain.count(0) == len(plain)
+                if not (file.node.sparse and zero):  # else a hole, as the original had
+                    _write_at(file.path, plain, offset)
+                self.progress.advance(len(plain))
+            self._settle(file)
+
+    def _settle(self, file: _File) -> None:
+        """Count one of the file's blobs done; finish the file after its last."""
+        with self._lock:
+            file.left -= 1
+            if file.left or file.damaged:
+                return
+        self._finish(file)
+
+    def _finish(self, file: _File) -> None:
+        fd = os.open(file.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(fd, file.node.size)
+        finally:
+            os.close(fd)
+        _apply_meta(file.path, file.node)
+        self.progress.advance(files=1)
+        with self._lock:
+            self.stats.bytes += file.node.size
 
     def _prepare(self, path: bytes) -> None:
         """Clear whatever is in the way of a new entry (only under --overwrite)."""
@@ -164,11 +234,7 @@ class Restorer:
             if node.hardlink is not None:
                 self._links.append((path, node))
                 return
-            if node.size <= INLINE_WRITE:
-                # Small files cost more to hand to a thread than to write here.
-                self._writes.append((path, _run_now(self._write_file, path, node)))
-            else:
-                self._writes.append((path, self.pool.submit(self._write_file, path, node)))
+            self._plan_file(path, node)
             return
         if node.type is NodeType.SYMLINK:
             os.symlink(node.target or b"", path)
@@ -179,7 +245,27 @@ class Restorer:
             os.mknod(path, node.mode | kind, node.rdev)
         _apply_meta(path, node)
 
+    def _plan_file(self, path: bytes, node: Node) -> None:
+        """Put the file's blobs in the plan; it is created by its first write."""
+        file = _File(path, node, len(node.content))
+        self._files.append(file)
+        try:
+            places = []
+            offset = 0
+            for blob_id in node.content:
+                loc = self.vault.locate(blob_id)
+                places.append((loc.pack, blob_id, offset))
+                offset += loc.raw_length
+        except DamageError:
+            file.damaged = True
+            return
+        if not places:
+            self._finish(file)
+        for pack, blob_id, at in places:
+            self._plan.setdefault(pack, {}).setdefault(blob_id, []).append((file, at))
+
     def _write_file(self, path: bytes, node: Node) -> None:
+        """Write one file blob by blob (a hard link's first name, outside --include)."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             offset = 0
@@ -233,3 +319,15 @@ class Restorer:
             raise DamageError(f"hard link {os.fsdecode(path)} points at a missing file")
         self._write_file(path, first)
         self._link_sources[node.hardlink] = path
+
+
+def _write_at(path: bytes, data: bytes, offset: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view = view[written:]
+            offset += written
+    finally:
+        os.close(fd)
