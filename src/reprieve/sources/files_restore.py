@@ -264,37 +264,6 @@ class Restorer:
         for pack, blob_id, at in places:
             self._plan.setdefault(pack, {}).setdefault(blob_id, []).append((file, at))
 
-    def _write_file(self, path: bytes, node: Node) -> None:
-        """Write one file blob by blob (a hard link's first name, outside --include)."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            offset = 0
-            for blob_id in node.content:
-                data = self.vault.read_blob(blob_id)
-                if node.sparse and data.count(0) == len(data):
-                    offset += len(data)  # leave a hole, as the original had
-                    continue
-                view = memoryview(data)
-                while view:
-                    written = os.pwrite(fd, view, offset)
-                    view = view[written:]
-                    offset += written
-                self.progress.advance(len(data))
-            os.ftruncate(fd, node.size)
-        except (DamageError, NotFoundError) as exc:
-            # Removed here, not only in _collect: a damaged folder listing can
-            # stop the restore before this file's result is ever collected.
-            os.unlink(path)
-            if isinstance(exc, NotFoundError):
-                raise DamageError(str(exc)) from exc
-            raise
-        finally:
-            os.close(fd)
-        _apply_meta(path, node)
-        self.progress.advance(files=1)
-        with self._lock:
-            self.stats.bytes += node.size
-
     def _find(self, rel: bytes) -> Node | None:
         tree: bytes | None = self.root_tree
         node = None
@@ -317,8 +286,10 @@ class Restorer:
         first = self._find(node.hardlink)
         if first is None or first.type is not NodeType.FILE:
             raise DamageError(f"hard link {os.fsdecode(path)} points at a missing file")
-        self._write_file(path, first)
-        self._link_sources[node.hardlink] = path
+        self._plan_file(path, first)
+        self._write_content()
+        if os.path.lexists(path):  # else damaged, and already named
+            self._link_sources[node.hardlink] = path
 
 
 def _write_at(path: bytes, data: bytes, offset: int) -> None:
