@@ -6,6 +6,7 @@ result through the vault's own index and read path.
 
 from __future__ import annotations
 
+import io
 import random
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ from reprieve.vault.index import Location
 from reprieve.vault.keys import Secret
 from reprieve.vault.packs import BlobType, Compression
 from reprieve.vault.repository import Vault
-from reprieve.vault.writer import PROBE, BlobWriter
+from reprieve.vault.writer import PROBE, READ_BLOCKS, BlobWriter
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -150,6 +151,40 @@ def test_the_same_data_is_stored_once(tmp_path: Path) -> None:
         assert later.flush() is None
     assert later.stats.blobs_new == 0
     assert len(list(vault.backend.list("packs"))) == len(list(vault.backend.list("index"))) == 1
+
+
+def test_a_read_block_is_used_again_only_once_its_chunks_are_stored(tmp_path: Path) -> None:
+    """Reading many files through the kept read blocks: a chunk still waiting
+    to be stored keeps its bytes however many files are read after it, and
+    once chunks are let go the same few blocks serve every file."""
+    rng = random.Random(7)
+    held_data = rng.randbytes(3 * MiB)
+    other = rng.randbytes(6 * MiB)
+    vault = new_vault(LocalBackend(tmp_path / "vault"))
+
+    with BlobWriter(vault) as writer:
+        held = list(writer.chunks(io.BytesIO(held_data), len(held_data)))
+        assert b"".join(held) == held_data
+        # Far more than the kept blocks hold: they go round many times. The
+        # buffers seen are kept alive here, so a new one cannot reuse an id.
+        buffers: dict[int, object] = {}
+        for _ in range(12 * READ_BLOCKS):
+            views = list(writer.chunks(io.BytesIO(other), len(other)))
+            assert b"".join(views) == other
+            buffers.update((id(view.obj), view.obj) for view in views)
+            del views
+        assert b"".join(held) == held_data
+        assert len(buffers) <= READ_BLOCKS
+
+        # Files smaller than a block follow one another in it.
+        small = [rng.randbytes(300 * KiB) for _ in range(3)]
+        cut = [list(writer.chunks(io.BytesIO(data), len(data))) for data in small]
+        assert [b"".join(chunks) for chunks in cut] == small
+        assert len({id(chunk.obj) for chunks in cut for chunk in chunks}) == 1
+
+        ids = [writer.add(chunk) for chunk in held]
+        writer.flush()
+    assert b"".join(vault.read_blob(blob_id) for blob_id in ids) == held_data
 
 
 class IndexLog(LocalBackend):
