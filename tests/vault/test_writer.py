@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import random
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -185,6 +186,38 @@ def test_a_read_block_is_used_again_only_once_its_chunks_are_stored(tmp_path: Pa
         ids = [writer.add(chunk) for chunk in held]
         writer.flush()
     assert b"".join(vault.read_blob(blob_id) for blob_id in ids) == held_data
+
+
+class MeetingPuts(LocalBackend):
+    """A local folder whose pack writes each wait until ``count`` are under way at once."""
+
+    def __init__(self, root: Path, count: int) -> None:
+        super().__init__(root)
+        self.meeting = threading.Barrier(count, timeout=20)
+
+    def put(
+        self, name: str, data: bytes | bytearray | memoryview, retain_until: datetime | None = None
+    ) -> None:
+        if name.startswith("packs/"):
+            self.meeting.wait()
+        super().put(name, data, retain_until)
+
+
+@pytest.mark.parametrize("uploads", [2, 3])
+def test_the_writer_stores_as_many_packs_at_once_as_it_is_given(
+    tmp_path: Path, uploads: int
+) -> None:
+    backend = MeetingPuts(tmp_path / "vault", uploads)
+    vault = Vault.create(backend, Secret.passphrase("x"), kdf_memory_kib=8192, pack_size=256 * KiB)
+    blobs = [random.Random(n).randbytes(200 * KiB) for n in range(4 * uploads)]
+
+    with BlobWriter(vault, uploads=uploads) as writer:
+        ids = [writer.add(blob) for blob in blobs]
+        writer.flush()
+    # Packs met in groups of ``uploads``, none left waiting for a partner.
+    assert backend.meeting.n_waiting == 0
+    assert writer.stats.packs == 2 * uploads
+    assert [vault.read_blob(blob_id) for blob_id in ids] == blobs
 
 
 class IndexLog(LocalBackend):

@@ -48,6 +48,11 @@ INDEX_EVERY_PACKS = 1
 PACK_READERS = 3
 # Whole packs of listings kept in each vault: listings are read one by one.
 COPY_PACK_CACHE = 4
+# Packs stored at once. A copy spends little CPU of its own, so the target
+# service's time per upload sets its pace: with three uploads at once rather
+# than two, copies of a 1 GiB vault between two local gateways ran 1% to 10%
+# faster in each of six paired runs.
+COPY_UPLOADS = 3
 
 
 @dataclass
@@ -240,7 +245,7 @@ def copy_points(
                 f"the target's index names {len(lost)} missing pack(s); run "
                 "`reprieve vault rebuild-index` on the target, then copy again"
             )
-        with BlobWriter(dst, index_every=INDEX_EVERY_PACKS) as writer:
+        with BlobWriter(dst, index_every=INDEX_EVERY_PACKS, uploads=COPY_UPLOADS) as writer:
             copier = _Copier(src, writer, progress)
             try:
                 for point in sorted(missing, key=lambda p: (p.time, p.id)):

@@ -37,12 +37,12 @@ READ_BLOCK = 16 * 1024 * 1024
 # and, as often as not, a page fault per 4 KiB; two readers with their
 # chunks in flight use about six at once.
 READ_BLOCKS = 8
-# Full packs waiting for (or in) upload; bounds memory while fsync and
-# network writes overlap with chunking and compression.
+# Full packs waiting for (or in) upload, by default; bounds memory while
+# fsync and network writes overlap with chunking and compression.
 UPLOAD_QUEUE = 2
-# Full packs' buffers kept for reuse: enough for the open packs and those
-# queued or uploading.
-SPARE_BUFFERS = UPLOAD_QUEUE + 4
+# Full packs' buffers kept for reuse beyond the uploads: enough for the open
+# packs and those queued.
+SPARE_BUFFERS = 4
 INLINE_STORE = 128 * 1024
 # Checkpoint index files deleted at once when a flush merges them.
 DELETERS = 8
@@ -102,17 +102,25 @@ class WriteStats:
 
 
 class BlobWriter:
-    def __init__(self, vault: Vault, workers: int | None = None, index_every: int = 0) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        workers: int | None = None,
+        index_every: int = 0,
+        uploads: int = UPLOAD_QUEUE,
+    ) -> None:
         """``index_every`` > 0 writes an index file after that many packs, so
         that an interrupted run's uploads are found (and not repeated) by the
-        next one; otherwise the index is written by :meth:`flush` only."""
+        next one; otherwise the index is written by :meth:`flush` only.
+        ``uploads`` packs are stored at once."""
         self.vault = vault
         self.cipher = vault.cipher
         self.config = vault.config
         cores = os.cpu_count() or 2
         self.pool = ThreadPoolExecutor(workers or cores, thread_name_prefix="store")
-        self.uploads = ThreadPoolExecutor(2, thread_name_prefix="upload")
-        self._upload_slots = threading.Semaphore(UPLOAD_QUEUE)
+        self.uploads = ThreadPoolExecutor(uploads, thread_name_prefix="upload")
+        self._upload_slots = threading.Semaphore(uploads)
+        self._spare_limit = uploads + SPARE_BUFFERS
         self._index_every = index_every
         self._checkpoints: list[str] = []
         self._since_flush: dict[str, list[BlobEntry]] = {}
@@ -388,7 +396,7 @@ class BlobWriter:
             self._written[name] = pack.entries
             self.stats.bytes_stored += len(data)
             self.stats.packs += 1
-            if len(data) >= self.config.pack_size and len(self._spare) < SPARE_BUFFERS:
+            if len(data) >= self.config.pack_size and len(self._spare) < self._spare_limit:
                 self._spare.append(data)
             checkpoint = self._index_every and len(self._written) >= self._index_every
         if checkpoint:
