@@ -50,8 +50,9 @@ PACK_READERS = 3
 COPY_PACK_CACHE = 4
 # Packs stored at once. A copy spends little CPU of its own, so the target
 # service's time per upload sets its pace: with three uploads at once rather
-# than two, copies of a 1 GiB vault between two local gateways ran 1% to 10%
-# faster in each of six paired runs.
+# than two, copies of a 1 GiB vault between two local gateways ran 1%, 2%
+# and 10% faster in three runs side by side (the benchmark's own runs vary
+# more than that from one to the next).
 COPY_UPLOADS = 3
 
 
