@@ -130,6 +130,9 @@ class BlobWriter:
         self._pending: set[bytes] = set()
         self._open: dict[int, PackBuilder] = {}
         self._spare: list[bytearray] = []
+        # The unfinished chunk carried into the next read block (under
+        # chunk_max) leaves at least half a block to read.
+        self.block_size = max(READ_BLOCK, 2 * self.config.chunk_max)
         # Read blocks not in a reader's hands, and how many exist.
         self._blocks: list[bytearray] = []
         self._block_count = 0
@@ -163,7 +166,7 @@ class BlobWriter:
         next one. A view keeps its block alive until the chunk is stored.
         """
         cdc = self._chunker()
-        block = self._block_size()
+        block = self.block_size
         # A file smaller than a block reads its size (plus one byte to see
         # the end).
         size = block if size_hint is None else max(64 * 1024, min(block, size_hint + 1))
@@ -192,11 +195,6 @@ class BlobWriter:
                 return
             carry = last
 
-    def _block_size(self) -> int:
-        # The unfinished chunk carried over (under chunk_max) leaves at least
-        # half a block to read.
-        return max(READ_BLOCK, 2 * self.config.chunk_max)
-
     def _read_buffer(self, size: int) -> memoryview:
         """``size`` bytes to read into, cut from this thread's read block.
 
@@ -214,19 +212,19 @@ class BlobWriter:
         if block is not None and len(block) - used >= size:
             local.used = used + size
             return memoryview(block)[used : used + size]
-        full = self._block_size()
         with self._lock:
             if block is not None:
                 self._blocks.append(block)
-            block = local.block = None
-            for i, kept in enumerate(self._blocks):
-                if not _exported(kept):
-                    block = self._blocks.pop(i)
-                    break
+            local.block = None
+            free = (i for i, kept in enumerate(self._blocks) if not _exported(kept))
+            taken = next(free, None)
+            if taken is not None:
+                block = self._blocks.pop(taken)
+            elif self._block_count < READ_BLOCKS:
+                block = bytearray(self.block_size)
+                self._block_count += 1
             else:
-                if self._block_count < READ_BLOCKS:
-                    block = bytearray(full)
-                    self._block_count += 1
+                block = None
         if block is None:
             return memoryview(bytearray(size))
         local.block, local.used = block, size
