@@ -19,6 +19,10 @@ from seaweed import Seaweed, start_seaweed
 from stores import VaultStore
 from support import digests, one_line, random_file, restored_at, start_cli, text_file
 
+from reprieve.vault.keys import Secret
+from reprieve.vault.packs import read_header
+from reprieve.vault.repository import Vault, backend_for
+
 OTHER_PASSWORD = "a different passphrase for the other region"
 MiB = 1024 * 1024
 
@@ -93,25 +97,48 @@ def test_copy_killed_midway_resumes_without_sending_again_what_arrived(
     total = sum(VaultStore.at(east).sizes("packs/").values())
     arriving = VaultStore.at(west)
 
+    def arrived() -> dict[str, int]:
+        # A folder's `.tmp-*` file is a pack still being written: not yet stored.
+        return {
+            name: size
+            for name, size in arriving.sizes("packs/").items()
+            if not name.rsplit("/", 1)[-1].startswith(".tmp-")
+        }
+
     started = time.monotonic()
     copier = start_cli("copy", "--from", east, "--to", west)
     while copier.poll() is None and time.monotonic() - started < 60:
-        # A folder's `.tmp-*` file is an index still being written: not yet an index.
-        indexed = [n for n in arriving.names("index/") if not n.startswith("index/.tmp-")]
-        if len(indexed) >= 2:  # some packs indexed: about half the data arrived
+        if len(arrived()) >= 4:  # of about nine
             break
         time.sleep(0.02)
     copier.send_signal(signal.SIGKILL)
     copier.wait()
-    arrived = sum(arriving.sizes("packs/").values())
-    assert 0 < arrived < total, "the kill should land midway; the copy was too fast"
+    # An upload whose body was all sent before the kill may still land.
+    before: dict[str, int] = {}
+    settled = arrived()
+    while settled != before:
+        before = settled
+        time.sleep(0.5)
+        settled = arrived()
+    assert 0 < sum(before.values()) < total, "the kill should land midway; the copy was too fast"
+    assert not arriving.names("index/"), "no index is written before the data is all stored"
 
     resumed = ok("copy", "--from", east, "--to", west, "--json").json()
     assert resumed["points_copied"] == 1
-    # What had not arrived, plus at most one pack per upload thread (two) that was
-    # stored but not yet indexed when the kill landed.
-    pack_size = 16 * MiB
-    assert resumed["bytes_transferred"] < total - arrived + 2 * pack_size
+    assert resumed["packs_resumed"] == len(before)
+    # Every pack that arrived is kept, and no blob is stored twice: the rerun
+    # sent only what had not arrived.
+    after = arrived()
+    assert before.items() <= after.items()
+    vault = Vault.open(backend_for(west), Secret.passphrase(PASSWORD))
+    blob_ids = [
+        entry.id
+        for name, size in after.items()
+        for entry in read_header(vault.backend, vault.cipher, name.rsplit("/", 1)[-1], size)
+    ]
+    assert len(blob_ids) == len(set(blob_ids))
+    sent = sum(after.values()) - sum(before.values())
+    assert sent <= resumed["bytes_transferred"] < total - sum(before.values()) + MiB
     ok("check", "--vault", west, "--read-data")
     target = tmp_path / "restore"
     ok("restore", resumed["copied"][0]["destination"], "--vault", west, "--target", target)

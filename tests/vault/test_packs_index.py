@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from reprieve.errors import DamageError
 from reprieve.vault.backends.local import LocalBackend
-from reprieve.vault.check import check_vault
+from reprieve.vault.check import check_vault, index_stored_packs
 from reprieve.vault.crypto import Cipher, MasterKey, blob_aad, content_name
 from reprieve.vault.index import INDEX_AAD, decode_index, encode_index
 from reprieve.vault.keys import Secret
@@ -176,6 +177,30 @@ def test_check_verifies_a_pack_whose_header_is_longer_than_its_first_read(vault:
 
     assert report.ok, report.errors
     assert report.packs >= 1
+
+
+def test_stored_packs_no_index_names_are_indexed_from_their_headers(tmp_path: Path) -> None:
+    vault = Vault.create(LocalBackend(tmp_path / "v"), Secret.passphrase("x"), kdf_memory_kib=8192)
+    first = [Blob(BlobType.DATA, b"first %d" % i * 50) for i in range(5)]
+    second = [Blob(BlobType.TREE, b"second")]
+    stray: dict[str, int] = {}
+    for blobs in (first, second):
+        name, data, _ = build_pack(vault, blobs)
+        vault.backend.put(pack_path(name), data)
+        stray[name] = len(data)
+    # A pack whose header does not authenticate (a vault's garbage) is left alone.
+    garbage = bytes(range(256)) * 4
+    vault.backend.put(pack_path(content_name(garbage)), garbage)
+    stray[content_name(garbage)] = len(garbage)
+
+    assert index_stored_packs(vault, stray) == 2
+
+    assert [vault.read_blob(vault.cipher.blob_id(b.data)) for b in first + second] == [
+        b.data for b in first + second
+    ]
+    reopened = Vault.open(vault.backend, Secret.passphrase("x"))
+    assert reopened.index.pack_names() == set(stray) - {content_name(garbage)}
+    assert index_stored_packs(vault, {}) == 0
 
 
 def pack_names() -> st.SearchStrategy[str]:

@@ -15,10 +15,11 @@ which it already holds before anything is read, and the rest move in their
 stored (compressed) form, decrypted and re-encrypted under the target's
 data key, with nothing decompressed or hashed but the listings.
 
-Resumable: the writer indexes every pack once stored, so a copy killed
-midway and run again finds what it had uploaded and does not send it twice;
-at most the packs stored but not yet indexed (one per upload thread) are
-sent again.
+Resumable: the target's index file is written once the data is stored,
+so a copy killed midway leaves packs that no index names. The copy lists
+the target's packs before it starts (to refuse an index that names lost
+ones) and indexes those strays from their own headers, so a rerun finds
+what arrived and sends none of it again.
 """
 
 from __future__ import annotations
@@ -32,18 +33,16 @@ from datetime import UTC, datetime, timedelta
 
 from reprieve.engine.progress import NullProgress, Progress
 from reprieve.errors import DamageError, PointNotFound, UsageError
+from reprieve.vault.check import index_stored_packs
 from reprieve.vault.immutability import copy_retention, lock_point_data
 from reprieve.vault.locks import LockKind, VaultLock
 from reprieve.vault.logs import LogStore, copy_logs
 from reprieve.vault.packs import BlobType
 from reprieve.vault.points import Point
 from reprieve.vault.repository import Vault
-from reprieve.vault.tree import decode_tree, encode_tree
+from reprieve.vault.tree import decode_tree, encode_tree, tree_links
 from reprieve.vault.writer import BlobWriter
 
-# Index each pack as soon as it is stored: a rerun re-sends at most the packs
-# that were stored but not yet indexed when the copy died (one per writer).
-INDEX_EVERY_PACKS = 1
 # Source packs read at once; each holds at most one pack's bytes.
 PACK_READERS = 3
 # Whole packs of listings kept in each vault: listings are read one by one.
@@ -68,6 +67,7 @@ class CopyResult:
     duration_s: float = 0.0
     log_files: int = 0
     log_bytes: int = 0
+    packs_resumed: int = 0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -82,6 +82,7 @@ class CopyResult:
             "duration_s": round(self.duration_s, 3),
             "wal_files_copied": self.log_files,
             "wal_bytes_copied": self.log_bytes,
+            "packs_resumed": self.packs_resumed,
         }
 
 
@@ -149,9 +150,9 @@ class _Copier:
                 continue
             raw = listings[tree_id] = self.src.read_blob(tree_id)
             stack.append((tree_id, True))
-            nodes = decode_tree(raw, f"tree {tree_id.hex()[:12]}")
-            stack.extend((n.subtree, False) for n in nodes if n.subtree is not None)
-            wanted.update((b, None) for n in nodes for b in n.content if b not in self.blobs)
+            subtrees, content = tree_links(raw, f"tree {tree_id.hex()[:12]}")
+            stack.extend((sub, False) for sub in subtrees)
+            wanted.update((b, None) for b in content if b not in self.blobs)
         if self.same_ids:  # what the target holds already is neither read nor sent
             held = [b for b in wanted if b in self.writer.vault.index]
             self.blobs.update((b, b) for b in held)
@@ -238,15 +239,19 @@ def copy_points(
         progress.start("copy", sum(int(p.stats.get("bytes", 0)) for p in missing))
         src.cache_packs(COPY_PACK_CACHE)
         dst.cache_packs(COPY_PACK_CACHE)
+        stored = dst.stored_packs()
+        indexed = dst.index.pack_names()
         # Deduplicating against an index that names lost packs would make new
         # points depend on data the target no longer has.
-        lost = dst.missing_packs()
+        lost = indexed - stored.keys()
         if lost:
             raise DamageError(
                 f"the target's index names {len(lost)} missing pack(s); run "
                 "`reprieve vault rebuild-index` on the target, then copy again"
             )
-        with BlobWriter(dst, index_every=INDEX_EVERY_PACKS, uploads=COPY_UPLOADS) as writer:
+        strays = {p: size for p, size in stored.items() if p not in indexed}
+        result.packs_resumed = index_stored_packs(dst, strays)
+        with BlobWriter(dst, uploads=COPY_UPLOADS) as writer:
             copier = _Copier(src, writer, progress)
             try:
                 for point in sorted(missing, key=lambda p: (p.time, p.id)):
@@ -282,12 +287,14 @@ def verify_copied_tree(dst: Vault, tree_id: bytes) -> None:
         if current in seen:
             continue
         seen.add(current)
-        for node in dst.read_tree(current):
-            if node.subtree is not None:
-                stack.append(node.subtree)
-            missing = next((b for b in node.content if b not in dst.index), None)
-            if missing is not None:
-                raise DamageError(f"copied blob {missing.hex()[:12]} is not in the target")
+        what = f"tree {current.hex()[:12]}"
+        if dst.locate(current).type != BlobType.TREE:
+            raise DamageError(f"{what} is not a tree in the target")
+        subtrees, content = tree_links(dst.read_blob(current), what)
+        stack.extend(subtrees)
+        missing = next((b for b in content if b not in dst.index), None)
+        if missing is not None:
+            raise DamageError(f"copied blob {missing.hex()[:12]} is not in the target")
 
 
 def _copy_one(

@@ -12,6 +12,7 @@ and file that needs them, so an operator knows exactly what is lost.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,9 @@ from reprieve.vault.keys import KeyWrapper
 from reprieve.vault.packs import BlobEntry, BlobType, pack_path, parse_header, read_header
 from reprieve.vault.repository import Vault
 from reprieve.vault.tree import NodeType
+
+# Pack headers read at once when indexing stored packs: one small request each.
+HEADER_READERS = 8
 
 
 @dataclass
@@ -219,3 +223,33 @@ def rebuild_index(vault: Vault) -> dict[str, int]:
     replaced = len(list(vault.backend.list("index")))
     vault.replace_index({p: e for p, e in packs.items() if e})
     return {"packs": len(packs), "unreadable_packs": unreadable, "index_files_replaced": replaced}
+
+
+def index_stored_packs(vault: Vault, stored: dict[str, int]) -> int:
+    """Index ``stored`` packs (name: size) from their own headers; returns how many.
+
+    For the packs an interrupted run stored but never named in an index file:
+    indexed, their blobs are found by the next run instead of being sent
+    again. A pack whose header cannot be read or authenticated is left alone
+    (its blobs are simply stored anew; prune removes it). Another run storing
+    into the vault at the same time may index one of these packs too, which
+    is harmless: several index files may name the same pack.
+    """
+
+    if not stored:
+        return 0
+
+    def header(pack: str) -> list[BlobEntry]:
+        try:
+            return read_header(vault.backend, vault.cipher, pack, stored[pack])
+        except DamageError:
+            return []
+
+    with ThreadPoolExecutor(HEADER_READERS, thread_name_prefix="header") as pool:
+        found = {p: e for p, e in zip(stored, pool.map(header, stored), strict=True) if e}
+    if not found:
+        return 0
+    name = vault.write_index(found)
+    for pack, entries in found.items():
+        vault.index.add_pack(pack, entries, name)
+    return len(found)

@@ -73,6 +73,9 @@ class Index:
     def items(self) -> Iterator[tuple[bytes, Location]]:
         return iter(self._blobs.items())
 
+    def pack_names(self) -> set[str]:
+        return {loc.pack for loc in self._blobs.values()}
+
     def packs(self) -> dict[str, list[tuple[bytes, Location]]]:
         by_pack: dict[str, list[tuple[bytes, Location]]] = {}
         for blob_id, loc in self._blobs.items():

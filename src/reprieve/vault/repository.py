@@ -383,10 +383,9 @@ class Vault:
         self.index_bytes_written = len(data)
         return name
 
-    def missing_packs(self) -> set[str]:
-        """Packs the index names that are not in storage."""
-        present = {name.rsplit("/", 1)[-1] for name, _ in self.backend.list("packs")}
-        return set(self.index.packs()) - present
+    def stored_packs(self) -> dict[str, int]:
+        """Every pack in storage, with its size."""
+        return {name.rsplit("/", 1)[-1]: size for name, size in self.backend.list("packs")}
 
     def decode_blob(
         self, blob_id: bytes, btype: int, flags: int, raw: int, data: bytes | memoryview

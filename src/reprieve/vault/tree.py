@@ -117,3 +117,18 @@ def decode_tree(data: bytes, what: str) -> list[Node]:
         return [Node.from_map(m) for m in body["nodes"]]
     except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
         raise DamageError(f"{what} is unreadable") from exc
+
+
+def tree_links(data: bytes, what: str) -> tuple[list[bytes], list[bytes]]:
+    """The subtree ids and the content blob ids a tree names, in node order.
+
+    For walks that follow a tree's links and need nothing else of its nodes
+    (a copy's listing of what to carry, its read-back): no nodes are built.
+    """
+    try:
+        nodes = msgpack.unpackb(data)["nodes"]
+        subtrees = [m["sub"] for m in nodes if "sub" in m]
+        content = [blob for m in nodes for blob in m.get("c", ())]
+    except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+        raise DamageError(f"{what} is unreadable") from exc
+    return subtrees, content
