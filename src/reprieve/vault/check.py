@@ -235,7 +235,6 @@ def index_stored_packs(vault: Vault, stored: dict[str, int]) -> int:
     into the vault at the same time may index one of these packs too, which
     is harmless: several index files may name the same pack.
     """
-
     if not stored:
         return 0
 
