@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reprieve.engine.progress import NullProgress, Progress
-from reprieve.errors import DamageError, ReprieveError
+from reprieve.errors import DamageError, NotFoundError, ReprieveError
 from reprieve.vault.crypto import content_name
 from reprieve.vault.index import Index, Location
 from reprieve.vault.keys import KeyWrapper
@@ -230,8 +230,9 @@ def index_stored_packs(vault: Vault, stored: dict[str, int]) -> int:
 
     For the packs an interrupted run stored but never named in an index file:
     indexed, their blobs are found by the next run instead of being sent
-    again. A pack whose header cannot be read or authenticated is left alone
-    (its blobs are simply stored anew; prune removes it). Another run storing
+    again. A pack whose header cannot be read or authenticated, or that is
+    gone since it was listed, is left alone (its blobs are simply stored
+    anew; prune removes such a pack). Another run storing
     into the vault at the same time may index one of these packs too, which
     is harmless: several index files may name the same pack.
     """
@@ -241,7 +242,7 @@ def index_stored_packs(vault: Vault, stored: dict[str, int]) -> int:
     def header(pack: str) -> list[BlobEntry]:
         try:
             return read_header(vault.backend, vault.cipher, pack, stored[pack])
-        except DamageError:
+        except (DamageError, NotFoundError):
             return []
 
     with ThreadPoolExecutor(HEADER_READERS, thread_name_prefix="header") as pool:
