@@ -232,9 +232,9 @@ def index_stored_packs(vault: Vault, stored: dict[str, int]) -> int:
     indexed, their blobs are found by the next run instead of being sent
     again. A pack whose header cannot be read or authenticated, or that is
     gone since it was listed, is left alone (its blobs are simply stored
-    anew; prune removes such a pack). Another run storing
-    into the vault at the same time may index one of these packs too, which
-    is harmless: several index files may name the same pack.
+    anew; prune removes such a pack). Another run storing into the vault at
+    the same time may index one of these packs too, which is harmless:
+    several index files may name the same pack.
     """
     if not stored:
         return 0

@@ -452,7 +452,7 @@ class BlobWriter:
         if len(checkpoints) > 1:
             # Many checkpoint files become one, written before they go.
             name = self.vault.write_index(packs)
-            # One request each, sent side by side: a copy leaves one per pack.
+            # One request each, sent side by side (a long backup leaves dozens).
             with ThreadPoolExecutor(DELETERS, thread_name_prefix="delete") as deleters:
                 for done in [deleters.submit(self._drop_checkpoint, old) for old in checkpoints]:
                     done.result()
