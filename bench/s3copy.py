@@ -12,18 +12,20 @@ The baseline is the least any copy tool has to do: list vault A's bucket, GET ev
 object and PUT it unchanged into a new bucket on the second gateway, with boto3 and
 eight threads. ``baseline ÷ reprieve`` divides the baseline's seconds by reprieve's: 1
 means reprieve copies as fast as plain S3 traffic allows, above 1 that it is faster.
+Both servers are warmed (``s3mode.warm``) just before each of the three copies, and the
+second server's page faults during each are recorded.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.measure import BenchError, run_measured
 from bench.peers import PASSWORD, Step, backup, init
@@ -34,14 +36,18 @@ from bench.s3mode import (
     Seaweed,
     create_bucket,
     list_objects,
+    process_page_faults,
     s3_client,
     seaweed_server,
+    warm,
 )
 
 MB = 1_000_000
 MiB = 1024 * 1024
 BASELINE_THREADS = 8
 TARGET_RATIO = 0.8
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,14 +59,17 @@ class CopyResult:
     reprieve_cpu_seconds: float
     reprieve_peak_rss_kib: int
     reprieve_report: dict[str, object]
+    reprieve_server_page_faults: int
     target_bytes: int
     independent_seconds: float
     independent_cpu_seconds: float
+    independent_server_page_faults: int
     baseline_seconds: float
     baseline_cpu_seconds: float
     baseline_objects: int
     baseline_bytes: int
     baseline_threads: int
+    baseline_server_page_faults: int
 
     @property
     def ratio(self) -> float:
@@ -114,6 +123,16 @@ def _copy_report(stdout: str) -> dict[str, Any]:
     return report
 
 
+def _on_warm_servers(first: Seaweed, second: Seaweed, measure: Callable[[], T]) -> tuple[T, int]:
+    """What ``measure`` returns, run once both servers are warm, and the second server's
+    page faults meanwhile (few, if the warm-up did its job)."""
+    warm(first)
+    warm(second)
+    before = process_page_faults(second.process.pid)
+    result = measure()
+    return result, process_page_faults(second.process.pid) - before
+
+
 class _IdsFrom(S3Reprieve):
     """A vault made with ``vault init --ids-from`` another: the DR target of a copy."""
 
@@ -140,22 +159,22 @@ def copy_bench(
         progress(f"copy: backup into vault A in {first_backup.seconds:.2f} s")
         runs = []
         for to in (target, other):
-            os.sync()
             cmd = [source.executable(), "copy", "--from", source.vault(), "--to", to.vault()]
-            runs.append(
-                run_measured(
-                    [*cmd, "--json"],
-                    env={**source.env(), "REPRIEVE_TO_PASSWORD": PASSWORD},
-                    log=to.logs / "reprieve-copy.err",
-                )
+            run = functools.partial(
+                run_measured,
+                [*cmd, "--json"],
+                env={**source.env(), "REPRIEVE_TO_PASSWORD": PASSWORD},
+                log=to.logs / "reprieve-copy.err",
             )
-            progress(f"copy: reprieve copy to {to.bucket.name} in {runs[-1].seconds:.2f} s")
-        done, independent = runs
+            runs.append(_on_warm_servers(first, second, run))
+            progress(f"copy: reprieve copy to {to.bucket.name} in {runs[-1][0].seconds:.2f} s")
+        (done, faults), (independent, independent_faults) = runs
         report = _copy_report(done.stdout)
         _copy_report(independent.stdout)
-        os.sync()
         baseline = create_bucket(second, "copy-baseline")
-        seconds, cpu, objects, copied = plain_copy(source.bucket, baseline, BASELINE_THREADS)
+        (seconds, cpu, objects, copied), baseline_faults = _on_warm_servers(
+            first, second, lambda: plain_copy(source.bucket, baseline, BASELINE_THREADS)
+        )
         progress(f"copy: plain S3 copy of {objects} objects in {seconds:.2f} s")
         source_objects = list_objects(s3_client(first), source.bucket.name)
         return CopyResult(
@@ -166,14 +185,17 @@ def copy_bench(
             reprieve_cpu_seconds=done.cpu_seconds,
             reprieve_peak_rss_kib=done.peak_rss_kib,
             reprieve_report=report,
+            reprieve_server_page_faults=faults,
             target_bytes=target.bucket.object_bytes(),
             independent_seconds=independent.seconds,
             independent_cpu_seconds=independent.cpu_seconds,
+            independent_server_page_faults=independent_faults,
             baseline_seconds=seconds,
             baseline_cpu_seconds=cpu,
             baseline_objects=objects,
             baseline_bytes=copied,
             baseline_threads=BASELINE_THREADS,
+            baseline_server_page_faults=baseline_faults,
         )
 
 
@@ -188,20 +210,23 @@ def render_copy(result: CopyResult) -> str:
             f"Vault A holds one backup of the dataset: {result.source_objects:,} objects, "
             f"{result.source_bytes / MiB:,.1f} MiB (backed up in {result.backup_seconds:.2f} s)."
             " MB/s is vault A's size over the copy's wall time; written is what landed in the "
-            "second service's bucket.",
+            "second service's bucket; faults are the second server's page faults during the "
+            "copy (both servers are warmed just before each).",
             "",
-            "| method | seconds | MB/s | CPU s | peak MiB | written MiB |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            "| method | seconds | MB/s | CPU s | peak MiB | written MiB | faults |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
             f"| reprieve copy to a vault made `--ids-from` A | {result.reprieve_seconds:,.2f} "
             f"| {source_mb / result.reprieve_seconds:,.1f} "
             f"| {result.reprieve_cpu_seconds:,.1f} | {result.reprieve_peak_rss_kib / 1024:,.0f} "
-            f"| {result.target_bytes / MiB:,.1f} |",
+            f"| {result.target_bytes / MiB:,.1f} | {result.reprieve_server_page_faults:,} |",
             f"| reprieve copy to a vault with keys of its own | "
             f"{result.independent_seconds:,.2f} | {source_mb / result.independent_seconds:,.1f} "
-            f"| {result.independent_cpu_seconds:,.1f} | — | — |",
+            f"| {result.independent_cpu_seconds:,.1f} | — | — "
+            f"| {result.independent_server_page_faults:,} |",
             f"| plain S3 copy (boto3, {result.baseline_threads} threads) "
             f"| {result.baseline_seconds:,.2f} | {source_mb / result.baseline_seconds:,.1f} "
-            f"| {result.baseline_cpu_seconds:,.1f} | — | {result.baseline_bytes / MiB:,.1f} |",
+            f"| {result.baseline_cpu_seconds:,.1f} | — | {result.baseline_bytes / MiB:,.1f} "
+            f"| {result.baseline_server_page_faults:,} |",
             "",
             f"Baseline seconds ÷ reprieve seconds: {result.ratio:.2f} ({verdict} the target of "
             f"{TARGET_RATIO}); to a vault with keys of its own {result.independent_ratio:.2f}.",
