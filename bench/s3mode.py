@@ -7,12 +7,14 @@ cannot change the figures. A repository's size is the sum of the object sizes in
 bucket. The gateway runs on the same cores as the tools: its CPU time during a step is
 recorded as ``server_cpu_seconds`` and left out of the step's "other CPU" figure.
 
-Every timed step meets a warm gateway: :func:`warm` puts 512 MiB through it just before.
-A new ``weed`` process grows its heap to about a GiB under its first heavy writes, and
-that growth (about 300,000 page faults, 3 to 4 CPU seconds of the server's) would otherwise
-fall on whichever tool happens to write first; the server also hands memory back to the
-system within seconds of going quiet, so one warm-up at the start would not do. The
-server's page faults during each step are recorded to show the state each tool met.
+Every timed step follows the same traffic: :func:`warm` puts 512 MiB through the gateway,
+eight writers at once, just before. The gateway's state moves the figures both ways, so it
+must be the same for every tool: a new ``weed`` process grows its heap to about a GiB under
+its first heavy writes, which under eight writers cost it about 300,000 page faults and 4
+CPU seconds more than a warmed one (the copy bench ran reprieve's copy first on a new
+server), while a backup's two writers ran about a second faster on a new server than on a
+warmed one, for every tool. The server's page faults during each step are recorded to
+show the state each tool met.
 """
 
 from __future__ import annotations
