@@ -245,8 +245,8 @@ def s3_notes(server: Seaweed) -> tuple[str, ...]:
         "one bucket per tool; repo is the sum of the object sizes in the tool's bucket",
         "The S3 server runs on the same cores: its CPU time is not in other CPU s but in "
         "the server CPU table below",
-        "Before every timed step the S3 server is warmed with 512 MiB of writes (eight at "
-        "once), so no tool pays for the server growing its memory",
+        "Before every timed step the S3 server takes 512 MiB of writes (eight at once), so "
+        "that every tool meets it in the same state; its page faults per step are below",
     )
 
 
