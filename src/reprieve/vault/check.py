@@ -25,7 +25,7 @@ from reprieve.vault.packs import BlobEntry, BlobType, pack_path, parse_header, r
 from reprieve.vault.repository import Vault
 from reprieve.vault.tree import NodeType
 
-# Pack headers read at once when indexing stored packs: one small request each.
+# Pack headers read at once (rebuilding or adding to the index): one small request each.
 HEADER_READERS = 8
 
 
@@ -208,18 +208,17 @@ def rebuild_index(vault: Vault) -> dict[str, int]:
     `check --read-data` names what it holds.
     """
     known = vault.index.packs()
+    stored = vault.stored_packs()
     packs: dict[str, list[BlobEntry]] = {}
     unreadable = 0
-    for name, size in vault.backend.list("packs"):
-        pack = name.rsplit("/", 1)[-1]
-        try:
-            packs[pack] = read_header(vault.backend, vault.cipher, pack, size)
-        except ReprieveError:
+    for pack, entries in _read_headers(vault, stored, ReprieveError).items():
+        if entries is None:
             unreadable += 1
-            packs[pack] = [
+            entries = [
                 BlobEntry(b, loc.type, loc.flags, loc.offset, loc.length, loc.raw_length)
                 for b, loc in known.get(pack, [])
             ]
+        packs[pack] = entries
     replaced = len(list(vault.backend.list("index")))
     vault.replace_index({p: e for p, e in packs.items() if e})
     return {"packs": len(packs), "unreadable_packs": unreadable, "index_files_replaced": replaced}
@@ -236,20 +235,29 @@ def index_stored_packs(vault: Vault, stored: dict[str, int]) -> int:
     the same time may index one of these packs too, which is harmless:
     several index files may name the same pack.
     """
-    if not stored:
-        return 0
-
-    def header(pack: str) -> list[BlobEntry]:
-        try:
-            return read_header(vault.backend, vault.cipher, pack, stored[pack])
-        except (DamageError, NotFoundError):
-            return []
-
-    with ThreadPoolExecutor(HEADER_READERS, thread_name_prefix="header") as pool:
-        found = {p: e for p, e in zip(stored, pool.map(header, stored), strict=True) if e}
+    headers = _read_headers(vault, stored, DamageError, NotFoundError)
+    found = {pack: entries for pack, entries in headers.items() if entries}
     if not found:
         return 0
     name = vault.write_index(found)
     for pack, entries in found.items():
         vault.index.add_pack(pack, entries, name)
     return len(found)
+
+
+def _read_headers(
+    vault: Vault, stored: dict[str, int], *tolerated: type[ReprieveError]
+) -> dict[str, list[BlobEntry] | None]:
+    """The entries in each of ``stored`` packs' headers (name: size), read
+    several at once; None for a pack whose read raised one of ``tolerated``."""
+
+    def header(pack: str) -> list[BlobEntry] | None:
+        try:
+            return read_header(vault.backend, vault.cipher, pack, stored[pack])
+        except tolerated:
+            return None
+
+    if not stored:
+        return {}
+    with ThreadPoolExecutor(HEADER_READERS, thread_name_prefix="header") as pool:
+        return dict(zip(stored, pool.map(header, stored), strict=True))
