@@ -11,7 +11,9 @@ sizes count the repository folder only, not the tools' local caches.
 from __future__ import annotations
 
 import abc
+import compileall
 import enum
+import importlib.util
 import json
 import os
 import shutil
@@ -118,6 +120,16 @@ class Runner(abc.ABC):
         return run_measured(
             cmd, env=self.env(), cwd=cwd, log=self.logs / f"{self.name}-{label}.err"
         )
+
+
+def compile_reprieve() -> None:
+    """Write reprieve's bytecode, as installing a wheel does. A checkout
+    installed in editable mode has none, and with PYTHONDONTWRITEBYTECODE set
+    every run would compile every module it imports again."""
+    spec = importlib.util.find_spec("reprieve")
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            compileall.compile_dir(folder, quiet=1)
 
 
 class Reprieve(Runner):

@@ -32,7 +32,16 @@ if __package__ in (None, ""):
 
 from bench.dataset import FULL_SCALE, generate, mutate, parse_size
 from bench.measure import BenchError, tree_bytes
-from bench.peers import RUNNERS, Runner, Step, StepResult, backup, init, restore
+from bench.peers import (
+    RUNNERS,
+    Runner,
+    Step,
+    StepResult,
+    backup,
+    compile_reprieve,
+    init,
+    restore,
+)
 from bench.report import DatasetSummary, Report, machine_info, render_markdown, write
 from bench.s3copy import CopyResult, copy_bench, render_copy
 from bench.s3mode import (
@@ -120,6 +129,7 @@ def run_all(
         runners, notes = [RUNNERS[name](data, workdir) for name in args.tools], ()
     else:
         runners, notes = s3_runners(server, args.tools, data, workdir), s3_notes(server)
+    compile_reprieve()
     versions = {r.name: r.version() for r in runners}
     results: list[StepResult] = []
 

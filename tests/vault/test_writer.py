@@ -11,10 +11,12 @@ import random
 import threading
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from reprieve.errors import DamageError, StorageError
+from reprieve.vault import writer as writer_module
 from reprieve.vault.backends.local import LocalBackend
 from reprieve.vault.index import Location
 from reprieve.vault.keys import Secret
@@ -186,6 +188,87 @@ def test_a_read_block_is_used_again_only_once_its_chunks_are_stored(tmp_path: Pa
         ids = [writer.add(chunk) for chunk in held]
         writer.flush()
     assert b"".join(vault.read_blob(blob_id) for blob_id in ids) == held_data
+
+
+def test_a_blob_that_takes_a_pack_past_its_buffer_grows_the_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pack buffers are made for the pack size and a little more; a last blob
+    larger than that little more must still land whole."""
+    monkeypatch.setattr(writer_module, "PACK_SLACK", 0)
+    vault = Vault.create(
+        LocalBackend(tmp_path / "vault"),
+        Secret.passphrase("x"),
+        kdf_memory_kib=8192,
+        pack_size=256 * KiB,
+    )
+    blobs = [random.Random(n).randbytes(size * KiB) for n, size in enumerate((200, 300, 700))]
+    with BlobWriter(vault) as writer:
+        ids = [writer.add(blob) for blob in blobs]
+        writer.flush()
+    assert [vault.read_blob(blob_id) for blob_id in ids] == blobs
+
+
+class GatedStores(BlobWriter):
+    """A writer whose store pool holds every blob until ``gate`` opens (small
+    blobs, stored by the caller, go through)."""
+
+    def __init__(self, vault: Vault) -> None:
+        super().__init__(vault)
+        self.gate = threading.Event()
+
+    def _store(self, *args: Any, **kwargs: Any) -> None:
+        if threading.current_thread().name.startswith("store"):
+            assert self.gate.wait(20)
+        super()._store(*args, **kwargs)
+
+
+def test_a_reader_waits_for_a_read_block_while_its_chunks_are_being_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every kept block holding chunks the store pool has not finished,
+    the next read waits for the pool and then reuses a kept block: memory
+    stays at the kept blocks, no buffer of its own is made."""
+    monkeypatch.setattr(writer_module, "READ_BLOCK", MiB)
+    monkeypatch.setattr(writer_module, "READ_BLOCKS", 2)
+    vault = Vault.create(
+        LocalBackend(tmp_path / "vault"),
+        Secret.passphrase("x"),
+        kdf_memory_kib=8192,
+        chunk_min=192 * KiB,
+        chunk_avg=256 * KiB,
+        chunk_max=512 * KiB,
+    )
+    files = [random.Random(n).randbytes(900 * KiB) for n in range(3)]
+    writer = GatedStores(vault)
+    with writer:
+        ids: list[bytes] = []
+        blocks: dict[int, object] = {}
+        for data in files[:2]:
+            views = list(writer.chunks(io.BytesIO(data), len(data)))
+            blocks.update((id(view.obj), view.obj) for view in views)
+            ids.extend(writer.add(view) for view in views)
+            del views
+        assert len(blocks) == 2
+
+        third: list[memoryview] = []
+
+        def read_third() -> None:
+            third.extend(writer.chunks(io.BytesIO(files[2]), len(files[2])))
+
+        reader = threading.Thread(target=read_third)
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive(), "the read went ahead while every block was in use"
+        writer.gate.set()
+        reader.join(20)
+        assert not reader.is_alive()
+        assert b"".join(third) == files[2]
+        assert {id(view.obj) for view in third} <= blocks.keys()
+        ids.extend(writer.add(view) for view in third)
+        third.clear()
+        writer.flush()
+    assert b"".join(vault.read_blob(blob_id) for blob_id in ids) == b"".join(files)
 
 
 class MeetingPuts(LocalBackend):

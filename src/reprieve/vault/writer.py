@@ -34,9 +34,11 @@ from reprieve.vault.repository import Vault
 MIN_SAVING = 0.03
 READ_BLOCK = 16 * 1024 * 1024
 # Read blocks kept for reuse. A fresh block costs a clear of all its bytes
-# and, as often as not, a page fault per 4 KiB. In a 2 GiB backup all but a
-# handful of reads found one of eight free.
+# and a page fault per 4 KiB; with all eight holding chunks not yet stored,
+# a reader waits for the store pool (see BlobWriter._read_buffer).
 READ_BLOCKS = 8
+# Seconds a reader waiting for a free read block sleeps between looks.
+BLOCK_RECHECK = 0.005
 # Full packs waiting for (or in) upload, by default; bounds memory while
 # fsync and network writes overlap with chunking and compression.
 UPLOAD_QUEUE = 2
@@ -44,6 +46,10 @@ UPLOAD_QUEUE = 2
 # packs and those queued.
 SPARE_BUFFERS = 4
 INLINE_STORE = 128 * 1024
+# A new data pack's buffer: the pack size and room for the blob that takes
+# it past that size. A larger last blob grows the buffer; sizing every
+# buffer for the largest possible blob costs a page fault per 4 KiB never used.
+PACK_SLACK = 2 * 1024 * 1024
 # Checkpoint index files deleted at once when a flush merges them.
 DELETERS = 8
 # Bytes of a large blob's head compressed to judge the whole: enough to tell
@@ -127,6 +133,8 @@ class BlobWriter:
         self._index_lock = threading.Lock()
         self.budget = ByteBudget(max(32 << 20, 2 * self.config.chunk_max))
         self._lock = threading.Lock()
+        # Signalled whenever a store settles (and may have freed a read block).
+        self._stored = threading.Condition(self._lock)
         self._pending: set[bytes] = set()
         self._open: dict[int, PackBuilder] = {}
         self._spare: list[bytearray] = []
@@ -202,7 +210,10 @@ class BlobWriter:
         A block starts again once every chunk cut from it is stored; a full
         one still in use goes back to the kept ones, for any reader to take
         once it is free. A new block is made while fewer than READ_BLOCKS
-        exist; when every block is busy, a buffer of just ``size``.
+        exist. When every block holds chunks still being stored, the reader
+        waits for the store pool to free one (it is the slower stage, and a
+        new buffer costs a page fault per 4 KiB); with nothing being stored,
+        a buffer of just ``size``.
         """
         local = self._local
         block: bytearray | None = getattr(local, "block", None)
@@ -212,23 +223,31 @@ class BlobWriter:
         if block is not None and len(block) - used >= size:
             local.used = used + size
             return memoryview(block)[used : used + size]
-        with self._lock:
+        with self._stored:
             if block is not None:
                 self._blocks.append(block)
             local.block = None
-            free = (i for i, kept in enumerate(self._blocks) if not _exported(kept))
-            taken = next(free, None)
-            if taken is not None:
-                block = self._blocks.pop(taken)
-            elif self._block_count < READ_BLOCKS:
-                block = bytearray(self.block_size)
-                self._block_count += 1
-            else:
-                block = None
+            block = self._free_block()
+            while block is None and self._stores:
+                # A finished store lets go of its chunk a moment after its
+                # future settles: look again soon even without a signal.
+                self._stored.wait(BLOCK_RECHECK)
+                block = self._free_block()
         if block is None:
             return memoryview(bytearray(size))
         local.block, local.used = block, size
         return memoryview(block)[:size]
+
+    def _free_block(self) -> bytearray | None:
+        """A kept block no chunk refers to any more, or a new one while fewer
+        than READ_BLOCKS exist. The caller holds the lock."""
+        for i, kept in enumerate(self._blocks):
+            if not _exported(kept):
+                return self._blocks.pop(i)
+        if self._block_count < READ_BLOCKS:
+            self._block_count += 1
+            return bytearray(self.block_size)
+        return None
 
     def chunk_buffer(self, data: bytes) -> Iterator[memoryview]:
         for chunk in self._chunker().cut_buf(data):
@@ -303,6 +322,7 @@ class BlobWriter:
         with self._lock:
             self._futures.discard(future)
             self._stores.discard(future)
+            self._stored.notify_all()
         if future.cancelled():
             return
         exc = future.exception()
@@ -382,7 +402,7 @@ class BlobWriter:
             return self._spare.pop()
         if blob_type == BlobType.TREE:
             return bytearray()
-        return bytearray(self.config.pack_size + self.config.chunk_max)
+        return bytearray(self.config.pack_size + PACK_SLACK)
 
     def _write_pack(self, pack: PackBuilder) -> None:
         if self._error is not None:
