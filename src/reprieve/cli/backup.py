@@ -9,10 +9,9 @@ from reprieve.cli.common import (
     force_unlock_option,
     human_bytes,
     json_option,
-    preload_catalog,
     progress_for,
     record_action,
-    with_vault,
+    with_vault_recording,
 )
 from reprieve.cli.lazy import LazyGroup
 from reprieve.engine.backup import backup_files
@@ -38,7 +37,7 @@ def backup() -> None:
 
 @backup.command()
 @click.argument("paths", nargs=-1, required=True)
-@with_vault
+@with_vault_recording
 @json_option
 @force_unlock_option
 @click.option("--resource", required=True, help="Name of the protected resource.")
@@ -60,7 +59,6 @@ def files(
     retain: str | None,
 ) -> None:
     """Back up files and folders; unchanged files are not read again."""
-    preload_catalog()
     tag_map = parse_tags(tags)
     span = parse_duration(retain) if retain else None
     progress = progress_for(as_json, f"backup {resource}")

@@ -95,9 +95,16 @@ def read_secret(
     return Secret.passphrase(from_env)
 
 
-def open_vault(location: str, password_file: Path | None, key_file: Path | None) -> Vault:
+def open_vault(
+    location: str, password_file: Path | None, key_file: Path | None, preload: bool = False
+) -> Vault:
+    """The vault at ``location``, unlocked; with ``preload``, the catalog is
+    imported meanwhile (see :func:`preload_catalog`)."""
     backend = backend_for(location)
-    vault = Vault.open(backend, read_secret(password_file, key_file))
+    secret = read_secret(password_file, key_file)
+    if preload:
+        preload_catalog()
+    vault = Vault.open(backend, secret)
     settle_heap()
     return vault
 
@@ -110,11 +117,17 @@ def settle_heap() -> None:
 
 
 def preload_catalog() -> None:
-    """Import the catalog in the background while a long command works.
+    """Import the catalog in the background for a long command that records
+    its action at the end (SQLAlchemy takes about 0.3 s to import; at the end
+    the storage would wait for it).
 
-    SQLAlchemy takes about 0.3 s to import; a backup or copy that records its
-    action at the end would otherwise spend that with the storage idle. A
-    failure here is left for the import in :func:`record_action` to report.
+    Started just before the vault is unlocked: the key derivation releases
+    the GIL and needs nothing else, so the import has it to itself. Started
+    once the work is under way, the import holds the GIL for up to the
+    switch interval every time a walking or reading thread gives it up for a
+    system call: an unchanged re-backup of 20,000 files walked in 0.85 s
+    instead of 0.6. A failure here is left for the import in
+    :func:`record_action` to report.
     """
 
     def load() -> None:
@@ -124,7 +137,7 @@ def preload_catalog() -> None:
     threading.Thread(target=load, name="preload-catalog", daemon=True).start()
 
 
-def with_vault(func: Callable[..., None]) -> Callable[..., None]:
+def with_vault(func: Callable[..., None], preload: bool = False) -> Callable[..., None]:
     """Add --vault, --password-file and --key-file; the command gets ``vault`` opened."""
 
     @functools.wraps(func)
@@ -135,9 +148,16 @@ def with_vault(func: Callable[..., None]) -> Callable[..., None]:
         key_file: Path | None,
         **kwargs: Any,
     ) -> None:
-        func(*args, vault=open_vault(vault_location, password_file, key_file), **kwargs)
+        vault = open_vault(vault_location, password_file, key_file, preload)
+        func(*args, vault=vault, **kwargs)
 
     return vault_option(secret_options(command))
+
+
+def with_vault_recording(func: Callable[..., None]) -> Callable[..., None]:
+    """:func:`with_vault` for a long command that records its action at the
+    end: the catalog is imported while the vault is unlocked."""
+    return with_vault(func, preload=True)
 
 
 def record_action(

@@ -67,13 +67,13 @@ def copy(
         )
     else:
         dst_secret = src_secret
+    preload_catalog()
     # The two opens overlap their round trips (the KDFs themselves take turns).
     with ThreadPoolExecutor(1, thread_name_prefix="open-target") as pool:
         opening = pool.submit(lambda: Vault.open(backend_for(destination), dst_secret))
         src = Vault.open(backend_for(source), src_secret)  # its error is the one told
         dst = opening.result()
     settle_heap()
-    preload_catalog()
     result = copy_points(
         src,
         dst,
