@@ -1,13 +1,20 @@
-"""Opening a vault for a command: the catalog import that long commands start alongside."""
+"""Opening a vault for a command: the key derivation started early from a hint, and the
+catalog import that long commands start alongside."""
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FAST_KDF, PASSWORD, ok
 
 from reprieve.cli import common
+from reprieve.cli.unlock import HINTS
+from reprieve.errors import WrongKeyError
+from reprieve.vault import keys
 from reprieve.vault.backends.base import Backend
 from reprieve.vault.keys import Secret
 from reprieve.vault.repository import Vault
@@ -38,3 +45,40 @@ def test_a_recording_command_starts_the_catalog_import_before_unlocking(
     events.clear()
     common.open_vault(location, None, None)
     assert events == ["unlock"]
+
+
+def test_the_key_derivation_starts_ahead_for_a_vault_opened_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    location = str(tmp_path / "vault")
+    ok("vault", "init", "--vault", location, *FAST_KDF)
+    # The maker of a vault leaves a hint too (here in the default home, ~/.reprieve).
+    made = json.loads((tmp_path / "home" / ".reprieve" / HINTS).read_text())
+    assert list(made) == [location] and made[location]["name"] == "argon2id"
+
+    home = tmp_path / "unlock-home"
+    monkeypatch.setenv("REPRIEVE_HOME", str(home))
+    monkeypatch.setenv("REPRIEVE_PASSWORD", PASSWORD)
+    derived_in: list[str] = []
+    derive = keys._derive_unchecked
+
+    def counted(secret: keys.Secret, kdf: dict[str, Any]) -> bytes:
+        derived_in.append(threading.current_thread().name)
+        return derive(secret, kdf)
+
+    monkeypatch.setattr(keys, "_derive_unchecked", counted)
+
+    first = common.open_vault(location, None, None)
+    assert derived_in == ["MainThread"]
+    # The hint is the opening key file's parameters, and nothing secret.
+    (wrapper,) = [w for w in first.key_wrappers(first.backend) if isinstance(w, keys.KeyWrapper)]
+    assert json.loads((home / HINTS).read_text()) == {location: wrapper.kdf}
+    assert (home / HINTS).stat().st_mode & 0o077 == 0
+
+    second = common.open_vault(location, None, None)
+    assert derived_in == ["MainThread", "derive-ahead"]
+    assert second.master == first.master
+
+    monkeypatch.setenv("REPRIEVE_PASSWORD", "not the password")
+    with pytest.raises(WrongKeyError):
+        common.open_vault(location, None, None)

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from conftest import FAST_KDF, PASSWORD, ok, run_cli
 
+from reprieve.vault import keys as keys_module
 from reprieve.vault.crypto import MasterKey, content_name
-from reprieve.vault.keys import KeyWrapper, Secret, unwrap, wrap
+from reprieve.vault.keys import KeyWrapper, Secret, derive_ahead, unwrap, wrap
 
 NEW_PASSWORD = "a different and longer passphrase"
 KEY_FILE_BYTES = bytes(range(64))
@@ -74,6 +75,37 @@ def test_two_wrappers_of_one_secret_differ(master: MasterKey) -> None:
     assert first.kdf["salt"] != second.kdf["salt"]
     assert first.data != second.data
     assert first.name != second.name
+
+
+def derivations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of the thread of every key derivation from here on."""
+    seen: list[str] = []
+    real = keys_module._derive_unchecked
+
+    def counted(secret: Secret, kdf: dict[str, Any]) -> bytes:
+        seen.append(threading.current_thread().name)
+        return real(secret, kdf)
+
+    monkeypatch.setattr(keys_module, "_derive_unchecked", counted)
+    return seen
+
+
+def test_a_key_derived_ahead_is_the_one_unwrap_uses(
+    master: MasterKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrapper = wrap(master, Secret.passphrase("pw"), kdf_memory_kib=8192)
+    seen = derivations(monkeypatch)
+
+    derive_ahead(Secret.passphrase("pw"), wrapper.kdf)
+    assert unwrap(wrapper, Secret.passphrase("pw")) == master
+    assert seen == ["derive-ahead"]
+
+    # Taken once: the next unwrap derives again, as does one with another secret.
+    derive_ahead(Secret.passphrase("not it"), wrapper.kdf)
+    assert unwrap(wrapper, Secret.passphrase("pw")) == master
+    assert unwrap(wrapper, Secret.passphrase("not it")) is None
+    # (the two derivations run side by side, in either order)
+    assert sorted(seen) == ["MainThread", "derive-ahead", "derive-ahead"]
 
 
 def keys(vault: str, **kw: Any) -> list[dict[str, Any]]:

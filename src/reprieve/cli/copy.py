@@ -18,6 +18,7 @@ from reprieve.cli.common import (
     record_action,
     settle_heap,
 )
+from reprieve.cli.unlock import remember_unlock, start_unlocking
 from reprieve.engine.copy import copy_points
 from reprieve.errors import DamageError
 from reprieve.policy.retention import parse_duration
@@ -67,12 +68,17 @@ def copy(
         )
     else:
         dst_secret = src_secret
+    # Both key derivations start now when hinted, and take turns meanwhile.
+    start_unlocking(source, src_secret)
+    start_unlocking(destination, dst_secret)
     preload_catalog()
-    # The two opens overlap their round trips (the KDFs themselves take turns).
+    # The two opens overlap their round trips.
     with ThreadPoolExecutor(1, thread_name_prefix="open-target") as pool:
         opening = pool.submit(lambda: Vault.open(backend_for(destination), dst_secret))
         src = Vault.open(backend_for(source), src_secret)  # its error is the one told
         dst = opening.result()
+    remember_unlock(source, src)
+    remember_unlock(destination, dst)
     settle_heap()
     result = copy_points(
         src,

@@ -21,6 +21,7 @@ from reprieve.cli.common import (
     vault_option,
     with_vault,
 )
+from reprieve.cli.unlock import remember_unlock
 from reprieve.errors import UsageError
 from reprieve.policy.retention import parse_duration
 from reprieve.vault.check import rebuild_index
@@ -107,6 +108,7 @@ def init(
     elif min_retention or max_retention:
         raise UsageError("--min-retention and --max-retention need --lock")
     created = Vault.create(backend, secret, region, kdf_memory_kib, ids_of, **settings)
+    remember_unlock(vault_location, created)
     config = created.config
     doc = {
         "vault": created.backend.location,

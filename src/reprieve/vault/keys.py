@@ -16,10 +16,12 @@ file; removing one deletes a file; data is never rewritten.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import socket
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +40,9 @@ DEFAULT_KDF_MEMORY_KIB = 64 * 1024
 DEFAULT_KDF_ITERATIONS = 3
 DEFAULT_KDF_LANES = 4
 _ARGON2_LOCK = threading.Lock()
+# Key-encryption keys being derived ahead of need, by secret and parameters.
+_AHEAD: dict[tuple[str, bytes, str], Future[bytes]] = {}
+_AHEAD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -158,11 +163,51 @@ def wrap(
     return KeyWrapper(**{**unnamed.__dict__, "name": content_name(raw)})
 
 
+def _ahead_key(secret: Secret, kdf: dict[str, Any]) -> tuple[str, bytes, str]:
+    return secret.kind, secret.value, json.dumps(kdf, sort_keys=True)
+
+
+def derive_ahead(secret: Secret, kdf: dict[str, Any]) -> None:
+    """Start deriving, in the background, the key that ``secret`` gives under
+    the parameters ``kdf`` (those of a key file seen before); an unwrap of a
+    key file with the same parameters takes the result instead of deriving.
+
+    Argon2 releases the GIL, so a command's imports and its connection to
+    the storage go on meanwhile. Parameters that no longer match a key file
+    cost the derivation and nothing else.
+    """
+    if secret.kind != "passphrase" or kdf.get("name") != "argon2id":
+        return
+    key = _ahead_key(secret, kdf)
+    with _AHEAD_LOCK:
+        if key in _AHEAD:
+            return
+        future = _AHEAD[key] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(_derive(secret, kdf))
+        except BaseException as exc:  # handed to the unwrap that takes it
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="derive-ahead", daemon=True).start()
+
+
+def _derived(secret: Secret, kdf: dict[str, Any]) -> bytes:
+    """The key for ``secret`` under ``kdf``: derived ahead, or now."""
+    with _AHEAD_LOCK:
+        future = _AHEAD.pop(_ahead_key(secret, kdf), None)
+    if future is not None:
+        with contextlib.suppress(DamageError):
+            return future.result()
+    return _derive(secret, kdf)
+
+
 def unwrap(wrapper: KeyWrapper, secret: Secret) -> MasterKey | None:
     """The master key, or None when this secret does not open this wrapper."""
     if wrapper.kind != secret.kind:
         return None
-    kek = _derive(secret, wrapper.kdf)
+    kek = _derived(secret, wrapper.kdf)
     try:
         plain = AESGCM(kek).decrypt(wrapper.data[:NONCE_LEN], wrapper.data[NONCE_LEN:], KEY_AAD)
     except InvalidTag:

@@ -186,6 +186,8 @@ class Vault:
         self.master = master
         self.cipher = Cipher(master)
         self.key_name = key_name
+        # The key derivation parameters of the key file that opened it.
+        self.key_kdf: dict[str, Any] = {}
         self._index: Index | None = None
         self.damaged_points: dict[str, str] = {}
         self.index_bytes_written = 0
@@ -242,7 +244,7 @@ class Vault:
         until = datetime.now(UTC) + lock_for if config.lock else None
         backend.put(f"keys/{wrapper.name}", wrapper.to_bytes(), until)
         backend.put("config", config.encode(master), until)
-        vault.key_name = wrapper.name
+        vault.key_name, vault.key_kdf = wrapper.name, wrapper.kdf
         return vault
 
     @classmethod
@@ -285,7 +287,9 @@ class Vault:
                 continue
             if not secrets.compare_digest(_config_mac(master, config.body()), mac):
                 raise DamageError("the vault's config fails its MAC (tampered or damaged)")
-            return cls(backend, config, master, wrapper.name)
+            vault = cls(backend, config, master, wrapper.name)
+            vault.key_kdf = wrapper.kdf
+            return vault
         if broken:
             raise broken[0]
         what = "password" if secret.kind == "passphrase" else "key file"
