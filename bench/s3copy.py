@@ -153,6 +153,9 @@ def copy_bench(
         source = S3Reprieve(data, root, create_bucket(first, "copy-source"))
         target = _IdsFrom(data, root / "target", create_bucket(second, "copy-target"), source)
         other = S3Reprieve(data, root / "other", create_bucket(second, "copy-independent"))
+        # One operator's machine makes all three vaults and runs the copies: one
+        # REPRIEVE_HOME (catalog, unlock hints) for all.
+        target.home = other.home = source.home
         for runner in (source, target, other):
             init(runner)
         first_backup = backup(source, Step.FIRST)
