@@ -28,8 +28,9 @@ KiB = 1024
 MiB = 1024 * KiB
 
 
-def new_vault(backend: LocalBackend) -> Vault:
-    return Vault.create(backend, Secret.passphrase("x"), kdf_memory_kib=8192)
+def new_vault(backend: LocalBackend, **settings: Any) -> Vault:
+    """A vault with a cheap key derivation; ``settings`` are VaultConfig fields."""
+    return Vault.create(backend, Secret.passphrase("x"), kdf_memory_kib=8192, **settings)
 
 
 def log_text(rng: random.Random, size: int) -> bytes:
@@ -196,12 +197,7 @@ def test_a_blob_that_takes_a_pack_past_its_buffer_grows_the_buffer(
     """Pack buffers are made for the pack size and a little more; a last blob
     larger than that little more must still land whole."""
     monkeypatch.setattr(writer_module, "PACK_SLACK", 0)
-    vault = Vault.create(
-        LocalBackend(tmp_path / "vault"),
-        Secret.passphrase("x"),
-        kdf_memory_kib=8192,
-        pack_size=256 * KiB,
-    )
+    vault = new_vault(LocalBackend(tmp_path / "vault"), pack_size=256 * KiB)
     blobs = [random.Random(n).randbytes(size * KiB) for n, size in enumerate((200, 300, 700))]
     with BlobWriter(vault) as writer:
         ids = [writer.add(blob) for blob in blobs]
@@ -231,10 +227,8 @@ def test_a_reader_waits_for_a_read_block_while_its_chunks_are_being_stored(
     stays at the kept blocks, no buffer of its own is made."""
     monkeypatch.setattr(writer_module, "READ_BLOCK", MiB)
     monkeypatch.setattr(writer_module, "READ_BLOCKS", 2)
-    vault = Vault.create(
+    vault = new_vault(
         LocalBackend(tmp_path / "vault"),
-        Secret.passphrase("x"),
-        kdf_memory_kib=8192,
         chunk_min=192 * KiB,
         chunk_avg=256 * KiB,
         chunk_max=512 * KiB,
@@ -291,7 +285,7 @@ def test_the_writer_stores_as_many_packs_at_once_as_it_is_given(
     tmp_path: Path, uploads: int
 ) -> None:
     backend = MeetingPuts(tmp_path / "vault", uploads)
-    vault = Vault.create(backend, Secret.passphrase("x"), kdf_memory_kib=8192, pack_size=256 * KiB)
+    vault = new_vault(backend, pack_size=256 * KiB)
     blobs = [random.Random(n).randbytes(200 * KiB) for n in range(4 * uploads)]
 
     with BlobWriter(vault, uploads=uploads) as writer:
@@ -329,7 +323,7 @@ def test_checkpoint_index_files_become_one_at_flush(tmp_path: Path) -> None:
     naming every blob, and a vault opened afresh finds them all in it."""
     rng = random.Random(5)
     backend = IndexLog(tmp_path / "vault")
-    vault = Vault.create(backend, Secret.passphrase("x"), kdf_memory_kib=8192, pack_size=256 * KiB)
+    vault = new_vault(backend, pack_size=256 * KiB)
     blobs = [rng.randbytes(200 * KiB) for _ in range(12)]
 
     with BlobWriter(vault, index_every=1) as writer:
