@@ -355,8 +355,8 @@ class Vault:
             except DamageError as exc:
                 index.damaged[file_name] = str(exc)
                 continue
-            for pack, entries in packs.items():
-                index.add_pack(pack, entries, file_name)
+            for pack, locations in packs.items():
+                index.add_locations(pack, locations, file_name)
             index.files.add(file_name)
         return index
 
