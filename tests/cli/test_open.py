@@ -1,5 +1,5 @@
 """Opening a vault for a command: the key derivation started early from a hint, and the
-catalog import that long commands start alongside."""
+catalog import that long commands start alongside (a copy's once data moves)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from conftest import FAST_KDF, PASSWORD, ok
 
 from reprieve.cli import common
 from reprieve.cli.unlock import HINTS
+from reprieve.engine.copy import copy_points
 from reprieve.errors import WrongKeyError
 from reprieve.vault import keys
 from reprieve.vault.backends.base import Backend
 from reprieve.vault.keys import Secret
-from reprieve.vault.repository import Vault
+from reprieve.vault.repository import Vault, backend_for
 
 
 def test_a_recording_command_starts_the_catalog_import_before_unlocking(
@@ -82,3 +83,29 @@ def test_the_key_derivation_starts_ahead_for_a_vault_opened_before(
     monkeypatch.setenv("REPRIEVE_PASSWORD", "not the password")
     with pytest.raises(WrongKeyError):
         common.open_vault(location, None, None)
+
+
+def test_a_copy_starts_the_catalog_import_as_data_moves_and_not_when_nothing_is_missing(
+    tmp_path: Path,
+) -> None:
+    """`reprieve copy` passes preload_catalog as ``moving``: called once the
+    target is checked and before its first pack, and never for a copy with
+    nothing to send (which records nothing)."""
+    source, target = tmp_path / "a", tmp_path / "b"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "f").write_bytes(b"copied bytes " * 1000)
+    ok("vault", "init", "--vault", source, *FAST_KDF)
+    ok("vault", "init", "--vault", target, *FAST_KDF)
+    ok("backup", "files", tmp_path / "data", "--vault", source, "--resource", "r")
+    secret = Secret.passphrase(PASSWORD)
+    src = Vault.open(backend_for(str(source)), secret)
+    dst = Vault.open(backend_for(str(target)), secret)
+    packs_when_called: list[int] = []
+
+    def moving() -> None:
+        packs_when_called.append(len(dst.stored_packs()))
+
+    first = copy_points(src, dst, moving=moving)
+    assert len(first.copied) == 1 and packs_when_called == [0]
+    again = copy_points(src, dst, moving=moving)
+    assert again.copied == [] and again.skipped == 1 and packs_when_called == [0]

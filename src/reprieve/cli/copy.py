@@ -71,11 +71,12 @@ def copy(
     # Both key derivations start now when hinted, and take turns meanwhile.
     start_unlocking(source, src_secret)
     start_unlocking(destination, dst_secret)
-    preload_catalog()
     # The two opens overlap their round trips.
     with ThreadPoolExecutor(1, thread_name_prefix="open-target") as pool:
         opening = pool.submit(lambda: Vault.open(backend_for(destination), dst_secret))
         src = Vault.open(backend_for(source), src_secret)  # its error is the one told
+        # Loaded while the target unlocks (its key derivation follows the source's).
+        _ = src.index
         dst = opening.result()
     remember_unlock(source, src)
     remember_unlock(destination, dst)
@@ -87,6 +88,8 @@ def copy(
         point_ids,
         progress_for(as_json, "copy"),
         parse_duration(retain) if retain else None,
+        # The catalog records a copy at the end; nothing copied, nothing to record.
+        moving=preload_catalog,
     )
     if result.copied:
         copies = [copy_id for _, copy_id in result.copied]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -205,11 +205,13 @@ def copy_points(
     point_ids: Sequence[str] = (),
     progress: Progress | None = None,
     retain: timedelta | None = None,
+    moving: Callable[[], None] | None = None,
 ) -> CopyResult:
     """Copy the selected points of ``src`` that ``dst`` lacks, oldest first.
 
     Each copy keeps its source's retention date, moved inside the target's
     bounds, unless ``retain`` (counted from the point's time) says otherwise.
+    ``moving`` is called once, as data starts to move, if any point is missing.
     """
     started = time.monotonic()
     progress = progress or NullProgress()
@@ -251,6 +253,8 @@ def copy_points(
             )
         strays = {p: size for p, size in stored.items() if p not in indexed}
         result.packs_resumed = index_stored_packs(dst, strays)
+        if missing and moving is not None:
+            moving()
         with BlobWriter(dst, uploads=COPY_UPLOADS) as writer:
             copier = _Copier(src, writer, progress)
             try:
