@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from reprieve.errors import DamageError, StorageError
 from reprieve.vault import writer as writer_module
@@ -22,7 +23,7 @@ from reprieve.vault.index import Location
 from reprieve.vault.keys import Secret
 from reprieve.vault.packs import BlobType, Compression
 from reprieve.vault.repository import Vault
-from reprieve.vault.writer import PROBE, READ_BLOCKS, BlobWriter
+from reprieve.vault.writer import PROBE, READ_BLOCKS, BlobWriter, StoredBlob
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -155,6 +156,41 @@ def test_the_same_data_is_stored_once(tmp_path: Path) -> None:
         assert later.flush() is None
     assert later.stats.blobs_new == 0
     assert len(list(vault.backend.list("packs"))) == len(list(vault.backend.list("index"))) == 1
+
+
+def test_stored_blobs_of_a_run_are_sealed_once_each_into_full_packs(tmp_path: Path) -> None:
+    """add_stored, a copy's fast path: a run of blobs in their stored form,
+    sealed as given (raw here, zstd there), each once; what the vault holds
+    already is skipped."""
+    rng = random.Random(5)
+    vault = new_vault(LocalBackend(tmp_path / "vault"), pack_size=256 * KiB)
+    held = rng.randbytes(50 * KiB)
+    with BlobWriter(vault) as writer:
+        held_id = writer.add(held)
+        writer.flush()
+    text = log_text(rng, 300 * KiB)
+    zipped = zstandard.ZstdCompressor().compress(text)
+    raws = [rng.randbytes(size * KiB) for size in (100, 200, 120)]
+    run: list[StoredBlob] = [
+        (vault.cipher.blob_id(raw), BlobType.DATA, raw, Compression.NONE, len(raw)) for raw in raws
+    ]
+    run.insert(1, (vault.cipher.blob_id(text), BlobType.DATA, zipped, Compression.ZSTD, len(text)))
+    run.append(run[0])  # twice in one run
+    run.append((held_id, BlobType.DATA, held, Compression.NONE, len(held)))  # held already
+
+    with BlobWriter(vault) as copying:
+        copying.add_stored(run[:3])
+        copying.add_stored(run[3:])
+        copying.flush()
+    assert copying.stats.blobs_new == 4
+    for raw in raws:
+        assert vault.read_blob(vault.cipher.blob_id(raw)) == raw
+    assert vault.read_blob(vault.cipher.blob_id(text)) == text
+    assert stored_flags(vault, vault.cipher.blob_id(text)) is Compression.ZSTD
+    # The first three fill a 256 KiB pack, the fourth waits for the flush in
+    # another, and the held blob stays where it was.
+    packs = {located(vault, blob_id).pack for blob_id, *_ in run}
+    assert len(packs) == 3
 
 
 def test_a_read_block_is_used_again_only_once_its_chunks_are_stored(tmp_path: Path) -> None:

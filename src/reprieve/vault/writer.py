@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,6 +55,12 @@ DELETERS = 8
 # Bytes of a large blob's head compressed to judge the whole: enough to tell
 # random data, and (compressed again with the rest) a small waste on text.
 PROBE = 16 * 1024
+
+
+# A blob in the form another vault stored it (BlobWriter.add_stored):
+# id, type (a BlobType's value), decrypted stored form, compression flags,
+# raw length.
+StoredBlob = tuple[bytes, int, bytes, int, int]
 
 
 class Readable(Protocol):
@@ -280,16 +286,26 @@ class BlobWriter:
             self._hand_off(len(data), self._store, blob_id, blob_type, data, packed, compress)
         return blob_id
 
-    def add_stored(
-        self, blob_id: bytes, blob_type: BlobType, payload: bytes, flags: int, raw: int
-    ) -> None:
-        """Store a blob known by its id, in the form another vault that shares
-        this one's id key stored it (``flags``: compressed or raw), unless the
-        vault already has it: a copy's fast path, with nothing to hash or
-        compress."""
+    def add_stored(self, blobs: Sequence[StoredBlob]) -> None:
+        """Store blobs known by their ids, in the form another vault that
+        shares this one's id key stored them (flags: compressed or raw),
+        unless the vault already has them: a copy's fast path, with nothing
+        to hash or compress. A run of them (from one source pack) is claimed
+        and sealed into the open packs in one hold of the lock, in the
+        caller's thread: handing blobs one by one to the store pool cost more
+        than sealing them."""
         self._check()
-        if self._claim(blob_id):
-            self._hand_off(len(payload), self._seal, blob_id, blob_type, payload, flags, raw)
+        full: list[PackBuilder] = []
+        with self._lock:
+            index = self.vault.index
+            for blob_id, blob_type, payload, flags, raw in blobs:
+                if blob_id in self._pending or blob_id in index:
+                    continue
+                self._pending.add(blob_id)
+                if (pack := self._seal_locked(blob_id, blob_type, payload, flags, raw)) is not None:
+                    full.append(pack)
+        for pack in full:
+            self._queue_pack(pack)
 
     def _claim(self, blob_id: bytes) -> bool:
         """Whether the blob is new to the vault and to this writer (now claimed)."""
@@ -368,20 +384,27 @@ class BlobWriter:
         """Encrypt a blob's stored form into the open pack of its type."""
         if self._error is not None:
             return
-        full: PackBuilder | None = None
         with self._lock:
-            pack = self._open.get(blob_type)
-            if pack is None:
-                pack = self._open[blob_type] = PackBuilder(self._buffer(blob_type))
-            # AES-GCM runs at several GB/s: sealing in place under the lock
-            # costs less than a buffer of its own per blob.
-            pack.seal(self.cipher, blob_id, blob_type, flags, payload, raw)
-            self.stats.blobs_new += 1
-            self.stats.bytes_new_raw += raw
-            if pack.size >= self.config.pack_size:
-                full = self._open.pop(blob_type)
+            full = self._seal_locked(blob_id, blob_type, payload, flags, raw)
         if full is not None:
             self._queue_pack(full)
+
+    def _seal_locked(
+        self, blob_id: bytes, blob_type: int, payload: bytes | memoryview, flags: int, raw: int
+    ) -> PackBuilder | None:
+        """:meth:`_seal` with the lock held; the pack it filled, to queue once
+        the lock is released."""
+        pack = self._open.get(blob_type)
+        if pack is None:
+            pack = self._open[blob_type] = PackBuilder(self._buffer(blob_type))
+        # AES-GCM runs at several GB/s: sealing in place under the lock
+        # costs less than a buffer of its own per blob.
+        pack.seal(self.cipher, blob_id, blob_type, flags, payload, raw)
+        self.stats.blobs_new += 1
+        self.stats.bytes_new_raw += raw
+        if pack.size >= self.config.pack_size:
+            return self._open.pop(blob_type)
+        return None
 
     def _queue_pack(self, pack: PackBuilder) -> None:
         self._upload_slots.acquire()
