@@ -71,11 +71,11 @@ def _tune_malloc() -> None:
     Up to 128 MiB comes from the one arena, so the 64 MiB an Argon2 key
     derivation fills is reused by the next (a copy unlocks two vaults) and by
     the buffers after it, instead of being mapped afresh: a second arena
-    (whose heaps hold at most 64 MiB) could not take it. Allocations of that
-    size are made holding the GIL, so the lock of one arena is seldom contended.
-    A copy of 1 GiB between two S3 services took 86,000 page faults instead
-    of 123,000 to 161,000; an S3 backup of 2 GiB 80,000 to 85,000 instead of
-    97,000 to 101,000, for the same CPU.
+    (whose heaps hold at most 64 MiB) could not take it. Python allocates
+    holding the GIL, so the lock of a single arena is seldom contended. A
+    copy of 1 GiB between two S3 services took 81,000 to 98,000 page faults
+    instead of 116,000 to 161,000; an S3 backup of 2 GiB 80,000 to 85,000
+    instead of 95,000 to 101,000, with no more CPU.
     """
     if not sys.platform.startswith("linux"):
         return
