@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from conftest import FAST_KDF, PASSWORD, ok
 
 from reprieve.cli import common
+from reprieve.cli import copy as copy_command
 from reprieve.cli.unlock import HINTS
-from reprieve.engine.copy import copy_points
 from reprieve.errors import WrongKeyError
 from reprieve.vault import keys
 from reprieve.vault.backends.base import Backend
@@ -86,26 +87,27 @@ def test_the_key_derivation_starts_ahead_for_a_vault_opened_before(
 
 
 def test_a_copy_starts_the_catalog_import_as_data_moves_and_not_when_nothing_is_missing(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`reprieve copy` passes preload_catalog as ``moving``: called once the
-    target is checked and before its first pack, and never for a copy with
-    nothing to send (which records nothing)."""
+    """The import starts once the target is checked and before its first
+    pack, and never for a copy with nothing to send (which records nothing)."""
     source, target = tmp_path / "a", tmp_path / "b"
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "f").write_bytes(b"copied bytes " * 1000)
     ok("vault", "init", "--vault", source, *FAST_KDF)
     ok("vault", "init", "--vault", target, *FAST_KDF)
     ok("backup", "files", tmp_path / "data", "--vault", source, "--resource", "r")
-    secret = Secret.passphrase(PASSWORD)
-    src = Vault.open(backend_for(str(source)), secret)
-    dst = Vault.open(backend_for(str(target)), secret)
     packs_when_called: list[int] = []
 
-    def moving() -> None:
-        packs_when_called.append(len(dst.stored_packs()))
+    def preload() -> None:
+        packs_when_called.append(len(list(backend_for(str(target)).list("packs"))))
 
-    first = copy_points(src, dst, moving=moving)
-    assert len(first.copied) == 1 and packs_when_called == [0]
-    again = copy_points(src, dst, moving=moving)
-    assert again.copied == [] and again.skipped == 1 and packs_when_called == [0]
+    monkeypatch.setattr(copy_command, "preload_catalog", preload)
+    monkeypatch.setenv("REPRIEVE_PASSWORD", PASSWORD)
+    args = ["--from", str(source), "--to", str(target), "--json"]
+    first = CliRunner().invoke(copy_command.copy, args)
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["points_copied"] == 1 and packs_when_called == [0]
+    again = CliRunner().invoke(copy_command.copy, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["points_copied"] == 0 and packs_when_called == [0]
