@@ -171,25 +171,26 @@ def test_stored_blobs_of_a_run_are_sealed_once_each_into_full_packs(tmp_path: Pa
     text = log_text(rng, 300 * KiB)
     zipped = zstandard.ZstdCompressor().compress(text)
     raws = [rng.randbytes(size * KiB) for size in (100, 200, 120)]
-    run: list[StoredBlob] = [
+    raw0, raw1, raw2 = (
         (vault.cipher.blob_id(raw), BlobType.DATA, raw, Compression.NONE, len(raw)) for raw in raws
-    ]
-    run.insert(1, (vault.cipher.blob_id(text), BlobType.DATA, zipped, Compression.ZSTD, len(text)))
-    run.append(run[0])  # twice in one run
-    run.append((held_id, BlobType.DATA, held, Compression.NONE, len(held)))  # held already
+    )
+    text_blob = (vault.cipher.blob_id(text), BlobType.DATA, zipped, Compression.ZSTD, len(text))
+    held_blob = (held_id, BlobType.DATA, held, Compression.NONE, len(held))
+    first: list[StoredBlob] = [raw0, text_blob, raw1, raw0]  # raw0 twice in one run
+    second: list[StoredBlob] = [raw2, raw1, held_blob]  # raw1 again; held is in the vault
 
     with BlobWriter(vault) as copying:
-        copying.add_stored(run[:3])
-        copying.add_stored(run[3:])
+        copying.add_stored(first)
+        copying.add_stored(second)
         copying.flush()
     assert copying.stats.blobs_new == 4
     for raw in raws:
         assert vault.read_blob(vault.cipher.blob_id(raw)) == raw
     assert vault.read_blob(vault.cipher.blob_id(text)) == text
     assert stored_flags(vault, vault.cipher.blob_id(text)) is Compression.ZSTD
-    # The first three fill a 256 KiB pack, the fourth waits for the flush in
-    # another, and the held blob stays where it was.
-    packs = {located(vault, blob_id).pack for blob_id, *_ in run}
+    # raw0, the text and raw1 fill a 256 KiB pack, raw2 waits for the flush
+    # in another, and the held blob stays where it was.
+    packs = {located(vault, blob_id).pack for blob_id, *_ in first + second}
     assert len(packs) == 3
 
 
