@@ -178,16 +178,18 @@ class _Copier:
                 future.cancel()
             wait(futures)
 
-    def _store_run(self, run: list[StoredBlob]) -> None:
-        self.writer.add_stored(run)
-        raw = sum(blob[4] for blob in run)
+    def _counted(self, raw: int) -> None:
+        """Account for ``raw`` bytes of the source carried."""
         self.progress.advance(raw)
         with self._lock:
             self.bytes_read += raw
 
+    def _store_run(self, run: list[StoredBlob]) -> None:
+        self.writer.add_stored(run)
+        self._counted(sum(raw for *_, raw in run))
+
     def _carry_pack(self, pack: str, blob_ids: list[bytes]) -> dict[bytes, bytes]:
         """Read, verify, and store the wanted blobs of one pack; runs in the reader pool."""
-        carried: dict[bytes, bytes] = {}
         if self.same_ids:
             run: list[StoredBlob] = []
             size = 0
@@ -201,10 +203,9 @@ class _Copier:
             return {blob_id: blob_id for blob_id in blob_ids}
         # Authenticated by AES-GCM for its id; not hashed again under the
         # source's key, since the target hashes the plaintext under its own.
+        carried: dict[bytes, bytes] = {}
         for blob_id, plain, packed in self.src.read_pack_blobs(pack, blob_ids, rehash=False):
-            self.progress.advance(len(plain))
-            with self._lock:
-                self.bytes_read += len(plain)
+            self._counted(len(plain))
             # Stored as the source stored it: compressed form kept, raw not retried.
             carried[blob_id] = self.writer.add(plain, packed=packed, compress=False)
         return carried
