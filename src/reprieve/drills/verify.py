@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reprieve.children import start_group
 from reprieve.drills.model import Check
 from reprieve.errors import ReprieveError
 from reprieve.policy.model import Verification
@@ -287,14 +288,13 @@ def command_check(spec: Verification, place: Sandboxed) -> Check:
     env.update(REPRIEVE_DRILL_TARGET=str(place.folder), **place.env)
     evidence: dict[str, Any] = {"command": argv}
     try:
-        proc = subprocess.Popen(
+        proc = start_group(  # its children go with it on a timeout or an interrupt
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=str(place.folder),
-            start_new_session=True,  # its children go with it on a timeout or an interrupt
         )
     except OSError as exc:
         return Check(spec.label, False, f"cannot run: {exc.strerror}", place.resource, evidence)

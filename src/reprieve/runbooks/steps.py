@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from reprieve.children import start_group
 from reprieve.drills.model import Recovered
 from reprieve.errors import NotFoundError, ReprieveError
 from reprieve.policy.model import show_duration
@@ -181,13 +182,12 @@ class CommandStep:
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         evidence: dict[str, Any] = {"argv": self.argv, "exit_code": None, "output": []}
         try:
-            proc = subprocess.Popen(
+            # Its own process group: a timeout or an interrupt stops all it started.
+            proc = start_group(
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                # Its own process group: a timeout or an interrupt stops all it started.
-                start_new_session=True,
             )
         except FileNotFoundError:
             raise StepFailure(f"command not found: {self.argv[0]}", evidence) from None
@@ -202,9 +202,9 @@ class CommandStep:
                 attempt.log(line)
 
         reader = threading.Thread(target=read, name="runbook-output", daemon=True)
-        reader.start()
         stopped: str | None = None
         try:
+            reader.start()
             while proc.poll() is None:
                 try:
                     attempt.check()
