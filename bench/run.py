@@ -1,13 +1,15 @@
 """Benchmark reprieve against restic and borg on one generated dataset.
 
-    python bench/run.py [--size 2G] [--seed 1] [--tools reprieve,restic,borg]
+    python bench/run.py [--size 2G] [--seed 1] [--tools reprieve,restic,borg] [--first-runs 3]
                         [--workdir DIR] [--keep] [--results bench/results]
     python bench/run.py --s3 [--no-copy] [--tools reprieve,reprieve-locked,restic] [...]
 
 Every tool sees identical data at every step: the dataset is generated once, all tools
 make their first and unchanged backups of it, the dataset is changed once (about 2% of
 its bytes), and then all tools back up the changed tree and restore it. Each restore is
-compared file by file with the source. The report goes to stdout and, as Markdown and
+compared file by file with the source. Before the change, every tool makes more first
+backups into new repositories, and the first-backup ratio is of medians (see
+``repeat.py``). The report goes to stdout and, as Markdown and
 JSON, to the results folder; progress goes to stderr.
 
 With ``--s3`` the repositories live in S3 instead: one SeaweedFS gateway on 127.0.0.1 for
@@ -42,6 +44,7 @@ from bench.peers import (
     init,
     restore,
 )
+from bench.repeat import FIRST_RUNS, FirstRuns, first_again, render_first_runs
 from bench.report import DatasetSummary, Report, machine_info, render_markdown, write
 from bench.s3copy import CopyResult, copy_bench, render_copy
 from bench.s3mode import (
@@ -86,6 +89,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=_size, default=FULL_SCALE, help="dataset size (2G)")
     parser.add_argument("--seed", type=int, default=1, help="dataset seed (1)")
     parser.add_argument("--tools", type=_tools, help="comma-separated (all the mode supports)")
+    parser.add_argument(
+        "--first-runs",
+        type=int,
+        default=FIRST_RUNS,
+        help=f"first backups per tool, each into a new repository ({FIRST_RUNS})",
+    )
     parser.add_argument("--s3", action="store_true", help="keep the repositories in S3")
     parser.add_argument("--no-copy", action="store_true", help="with --s3: skip the copy test")
     parser.add_argument(
@@ -100,6 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     _check_tools(parser, args)
+    if args.first_runs < 1:
+        parser.error("--first-runs must be at least 1")
     return args
 
 
@@ -117,12 +128,19 @@ def _done(result: StepResult) -> StepResult:
 
 def run_all(
     args: argparse.Namespace, workdir: Path, started: str, server: Seaweed | None = None
-) -> Report:
+) -> tuple[Report, FirstRuns]:
     """Every step for every tool; with ``server``, the repositories live in its buckets."""
     data = workdir / "data"
     _progress(f"generating {args.size / 2**20:,.0f} MiB dataset (seed {args.seed}) in {data}")
     info = generate(data, args.size, args.seed)
     _progress(f"dataset ready: {info.total_bytes / 2**20:,.0f} MiB in {info.files:,} files")
+
+    def fresh(round_number: int) -> list[Runner]:
+        again = workdir / f"again-{round_number}"
+        if server is None:
+            return [RUNNERS[name](data, again) for name in args.tools]
+        return s3_runners(server, args.tools, data, again, f"-{round_number}")
+
     runners: list[Runner]
     notes: tuple[str, ...]
     if server is None:
@@ -134,8 +152,10 @@ def run_all(
     results: list[StepResult] = []
 
     results += [_done(init(r)) for r in runners]
-    for step in (Step.FIRST, Step.UNCHANGED):
-        results += [_done(backup(r, step)) for r in runners]
+    firsts = [_done(backup(r, Step.FIRST)) for r in runners]
+    results += firsts
+    results += [_done(backup(r, Step.UNCHANGED)) for r in runners]
+    first_runs = first_again(firsts, fresh, args.first_runs, _done)
 
     mutated = mutate(data, CHANGE_FRACTION, args.seed)
     changed_total = tree_bytes(data)
@@ -152,19 +172,19 @@ def run_all(
         mutated_bytes=mutated,
         changed_total_bytes=changed_total,
     )
-    return Report(started, machine_info(), versions, dataset, results, notes)
+    return Report(started, machine_info(), versions, dataset, results, notes), first_runs
 
 
 def run_s3(
     args: argparse.Namespace, workdir: Path, started: str
-) -> tuple[Report, CopyResult | None]:
+) -> tuple[Report, FirstRuns, CopyResult | None]:
     with seaweed_server(workdir / "seaweed" / "main") as server:
         _progress(f"S3 server at {server.endpoint}")
-        report = run_all(args, workdir, started, server)
+        report, first_runs = run_all(args, workdir, started, server)
         copy = None
         if "reprieve" in args.tools and not args.no_copy:
             copy = copy_bench(workdir / "data", workdir, server, _progress)
-    return report, copy
+    return report, first_runs, copy
 
 
 def _prepare_workdir(requested: Path | None) -> tuple[Path, bool]:
@@ -184,6 +204,8 @@ def _cleanup(workdir: Path, owned: bool) -> None:
         return
     for name in ("data", "repos", "restore", "home", "logs", "seaweed", "copy"):
         shutil.rmtree(workdir / name, ignore_errors=True)
+    for again in workdir.glob("again-*"):
+        shutil.rmtree(again, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,9 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     copy: CopyResult | None = None
     try:
         if args.s3:
-            report, copy = run_s3(args, workdir, started)
+            report, first_runs, copy = run_s3(args, workdir, started)
         else:
-            report = run_all(args, workdir, started)
+            report, first_runs = run_all(args, workdir, started)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         if not args.keep:
@@ -211,11 +233,12 @@ def main(argv: list[str] | None = None) -> int:
             _progress(f"kept the work folder {workdir}")
         else:
             _cleanup(workdir, owned)
-    extra_markdown, extra_json = "", dict[str, object]()
+    extra_markdown = render_first_runs(first_runs)
+    extra_json: dict[str, object] = {"first_backup_runs": first_runs.to_json()}
     if args.s3:
-        extra_markdown = render_server_cpu(report.results)
+        extra_markdown += render_server_cpu(report.results)
         extra_markdown += render_copy(copy) if copy is not None else ""
-        extra_json = {"mode": "s3", "copy": None if copy is None else copy.to_json()}
+        extra_json.update(mode="s3", copy=None if copy is None else copy.to_json())
         stamp += "-s3"
     print(render_markdown(report) + extra_markdown)
     markdown, data = write(report, args.results, stamp, extra_markdown, extra_json)

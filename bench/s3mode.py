@@ -229,11 +229,15 @@ S3_RUNNERS: dict[str, type[S3Runner]] = {
 }
 
 
-def s3_runners(server: Seaweed, tools: list[str], data: Path, workdir: Path) -> list[Runner]:
-    """One runner per tool, each with a new bucket ``bench-TOOL`` on ``server``."""
+def s3_runners(
+    server: Seaweed, tools: list[str], data: Path, workdir: Path, suffix: str = ""
+) -> list[Runner]:
+    """One runner per tool, each with a new bucket ``bench-TOOL[SUFFIX]`` on ``server``."""
     return [
         S3_RUNNERS[tool](
-            data, workdir, create_bucket(server, f"{PREFIX}-{tool}", S3_RUNNERS[tool].object_lock)
+            data,
+            workdir,
+            create_bucket(server, f"{PREFIX}-{tool}{suffix}", S3_RUNNERS[tool].object_lock),
         )
         for tool in tools
     ]
