@@ -81,28 +81,33 @@ def test_without_an_interrupt_the_command_runs_in_its_own_group(raising_handlers
         _stop(proc)
 
 
-def test_a_handler_that_does_not_raise_gets_the_signal_and_the_command_runs(
+def test_handlers_that_do_not_raise_get_each_signal_once_and_the_command_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     received: list[int] = []
-    before = signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum))
+    before = {
+        s: signal.signal(s, lambda signum, _frame: received.append(signum))
+        for s in (signal.SIGINT, signal.SIGTERM)
+    }
     real_popen = subprocess.Popen
 
-    def popen_then_terminate(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+    def popen_then_signals(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
         proc = real_popen(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGTERM)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+            os.kill(os.getpid(), signum)
         return proc
 
-    monkeypatch.setattr(subprocess, "Popen", popen_then_terminate)
+    monkeypatch.setattr(subprocess, "Popen", popen_then_signals)
     try:
         proc = start_group(["sleep", "60"])
         try:
-            assert received == [signal.SIGTERM]
+            assert received == [signal.SIGTERM, signal.SIGINT]
             assert proc.poll() is None
         finally:
             _stop(proc)
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 def test_outside_the_main_thread_the_command_starts_without_holding(

@@ -47,8 +47,8 @@ def start_group(argv: Sequence[str], **popen: Any) -> subprocess.Popen[bytes]:
                     held.callback(signal.signal, signum, handler)
                     signal.signal(signum, lambda received, _frame: arrived.append(received))
             proc = subprocess.Popen(argv, start_new_session=True, **popen)
-        for first in arrived[:1]:
-            previous[first](first, None)
+        for came in dict.fromkeys(arrived):  # each kind once, in the order they came
+            previous[came](came, None)
     except BaseException:
         if proc is not None:
             _kill(proc)

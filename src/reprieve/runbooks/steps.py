@@ -201,9 +201,9 @@ class CommandStep:
                 tail.append(line)
                 attempt.log(line)
 
-        reader = threading.Thread(target=read, name="runbook-output", daemon=True)
         stopped: str | None = None
-        try:
+        try:  # from the first call on: a Ctrl-C may be acted on at any call
+            reader = threading.Thread(target=read, name="runbook-output", daemon=True)
             reader.start()
             while proc.poll() is None:
                 try:
