@@ -297,11 +297,9 @@ class BlobWriter:
         self._check()
         full: list[PackBuilder] = []
         with self._lock:
-            index = self.vault.index
             for blob_id, blob_type, payload, flags, raw in blobs:
-                if blob_id in self._pending or blob_id in index:
+                if not self._claim_locked(blob_id):
                     continue
-                self._pending.add(blob_id)
                 if (pack := self._seal_locked(blob_id, blob_type, payload, flags, raw)) is not None:
                     full.append(pack)
         for pack in full:
@@ -310,10 +308,14 @@ class BlobWriter:
     def _claim(self, blob_id: bytes) -> bool:
         """Whether the blob is new to the vault and to this writer (now claimed)."""
         with self._lock:
-            if blob_id in self._pending or blob_id in self.vault.index:
-                return False
-            self._pending.add(blob_id)
-            return True
+            return self._claim_locked(blob_id)
+
+    def _claim_locked(self, blob_id: bytes) -> bool:
+        """:meth:`_claim` with the lock held."""
+        if blob_id in self._pending or blob_id in self.vault.index:
+            return False
+        self._pending.add(blob_id)
+        return True
 
     def _hand_off(self, size: int, store: Callable[..., None], *args: Any) -> None:
         """Run ``store`` here for a small blob; else in the pool, within the budget."""
